@@ -1,0 +1,42 @@
+"""Typed configuration of one model, as written in YAML under ``proposer:``, ``target:`` ..."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Backend = Literal["llamacpp", "transformers", "openai", "vllm"]
+
+
+class ModelSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    backend: Backend = "llamacpp"
+    #: a known name (``failforge models``), a GGUF file, a checkpoint folder, or a server model id
+    model: str = "smollm2-135m-instruct"
+    #: LoRA adapter folder (transformers, vllm) - llamacpp needs adapters merged into a GGUF
+    adapter: str | None = None
+    #: override the chat template (Jinja) that the weights carry
+    chat_template: str | None = None
+    #: llamacpp / transformers: sequences decoded together
+    batch_size: int = Field(8, ge=1)
+    #: llamacpp: CPU threads (None = all cores)
+    n_threads: int | None = Field(None, ge=1)
+    #: llamacpp: context window in tokens
+    n_ctx: int = Field(2048, ge=64)
+    #: transformers: torch device and dtype
+    device: str = "cpu"
+    dtype: Literal["float32", "bfloat16", "float16", "auto"] = "float32"
+    #: openai: server root, e.g. http://127.0.0.1:8000/v1
+    base_url: str | None = None
+    #: openai: name of the environment variable that holds the API key (never the key itself)
+    api_key_env: str | None = None
+    #: openai: requests in flight at once
+    max_concurrency: int = Field(8, ge=1)
+    #: openai: per-request timeout, seconds
+    timeout_s: float = Field(120.0, gt=0)
+    #: openai: retries on 429/5xx/timeouts/dropped connections (exponential backoff + jitter)
+    max_retries: int = Field(5, ge=0)
+    #: vllm: extra engine arguments
+    engine_args: dict = Field(default_factory=dict)

@@ -1,0 +1,268 @@
+"""The run store: one SQLite file per run directory.
+
+It holds every model call (the cache, keyed by ``Request.key``), every record the
+run produces, every iteration's metrics, training steps, and run metadata. WAL mode
+and one transaction per write batch mean a ``kill -9`` loses at most the calls in
+flight: everything committed is read back on resume.
+
+Schema changes go through ``MIGRATIONS`` (ordered, applied once, tracked by
+``PRAGMA user_version``), so an old run directory opens with a newer failforge.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from failforge.models.base import Completion, Request
+
+MIGRATIONS: list[str] = [
+    # 1: the initial schema
+    """
+    CREATE TABLE calls (
+        key TEXT PRIMARY KEY,
+        fingerprint TEXT NOT NULL,
+        model TEXT NOT NULL,
+        request TEXT NOT NULL,
+        text TEXT NOT NULL,
+        prompt_tokens INTEGER NOT NULL,
+        completion_tokens INTEGER NOT NULL,
+        latency_s REAL NOT NULL,
+        finish_reason TEXT,
+        logprobs TEXT,
+        created_at REAL NOT NULL
+    );
+    CREATE TABLE records (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        kind TEXT NOT NULL,
+        key TEXT NOT NULL,
+        iteration INTEGER,
+        data TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        UNIQUE(kind, key)
+    );
+    CREATE INDEX records_kind_iter ON records(kind, iteration);
+    CREATE TABLE metrics (
+        iteration INTEGER NOT NULL,
+        name TEXT NOT NULL,
+        value REAL,
+        data TEXT,
+        created_at REAL NOT NULL,
+        PRIMARY KEY (iteration, name)
+    );
+    CREATE TABLE train_steps (
+        model_version TEXT NOT NULL,
+        step INTEGER NOT NULL,
+        loss REAL,
+        seconds REAL,
+        data TEXT,
+        created_at REAL NOT NULL,
+        PRIMARY KEY (model_version, step)
+    );
+    CREATE TABLE meta (
+        key TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+    );
+    """,
+]
+
+
+class RunStore:
+    """Thread-safe access to one run's SQLite store."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self._lock = threading.RLock()
+        self._conn = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None)
+        self._conn.execute("PRAGMA journal_mode=WAL")
+        self._conn.execute("PRAGMA synchronous=NORMAL")
+        self._conn.execute("PRAGMA busy_timeout=30000")
+        self._migrate()
+
+    # --- schema ------------------------------------------------------------
+    def _migrate(self) -> None:
+        with self._lock:
+            version = self._conn.execute("PRAGMA user_version").fetchone()[0]
+            for i, sql in enumerate(MIGRATIONS[version:], start=version + 1):
+                with self.transaction() as c:
+                    for stmt in _split_sql(sql):
+                        c.execute(stmt)
+                    c.execute(f"PRAGMA user_version={i}")
+
+    @property
+    def schema_version(self) -> int:
+        return self._conn.execute("PRAGMA user_version").fetchone()[0]
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._conn
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            else:
+                self._conn.execute("COMMIT")
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+    # --- calls (the cache) --------------------------------------------------
+    def get_calls(self, keys: list[str]) -> dict[str, Completion]:
+        out: dict[str, Completion] = {}
+        with self._lock:
+            for chunk in _chunks(keys, 500):
+                q = ",".join("?" * len(chunk))
+                rows = self._conn.execute(
+                    "SELECT key, text, prompt_tokens, completion_tokens, latency_s, finish_reason, logprobs"
+                    f" FROM calls WHERE key IN ({q})",
+                    chunk,
+                ).fetchall()
+                for k, text, pt, ct, lat, fr, lp in rows:
+                    out[k] = Completion(
+                        text=text,
+                        prompt_tokens=pt,
+                        completion_tokens=ct,
+                        latency_s=lat,
+                        finish_reason=fr,
+                        logprobs=json.loads(lp) if lp else None,
+                        cached=True,
+                    )
+        return out
+
+    def put_calls(self, fingerprint: str, model: str, items: list[tuple[str, Request, Completion]]) -> None:
+        now = time.time()
+        with self.transaction() as c:
+            c.executemany(
+                "INSERT OR IGNORE INTO calls VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                [
+                    (
+                        key,
+                        fingerprint,
+                        model,
+                        req.model_dump_json(),
+                        comp.text,
+                        comp.prompt_tokens,
+                        comp.completion_tokens,
+                        comp.latency_s,
+                        comp.finish_reason,
+                        json.dumps(comp.logprobs) if comp.logprobs is not None else None,
+                        now,
+                    )
+                    for key, req, comp in items
+                ],
+            )
+
+    def call_totals(self, fingerprint: str | None = None) -> dict[str, float]:
+        sql = "SELECT COUNT(*), COALESCE(SUM(prompt_tokens),0), COALESCE(SUM(completion_tokens),0), COALESCE(SUM(latency_s),0) FROM calls"
+        args: tuple = ()
+        if fingerprint:
+            sql += " WHERE fingerprint=?"
+            args = (fingerprint,)
+        with self._lock:
+            n, pt, ct, lat = self._conn.execute(sql, args).fetchone()
+        return {"calls": n, "prompt_tokens": pt, "completion_tokens": ct, "model_seconds": lat}
+
+    # --- records --------------------------------------------------------------
+    def put_records(self, kind: str, items: Iterable[tuple[str, dict[str, Any]]], iteration: int | None = None) -> None:
+        """Insert or replace records of one kind; ``key`` makes a re-run idempotent."""
+        now = time.time()
+        with self.transaction() as c:
+            c.executemany(
+                "INSERT INTO records(kind, key, iteration, data, created_at) VALUES (?,?,?,?,?)"
+                " ON CONFLICT(kind, key) DO UPDATE SET data=excluded.data, iteration=excluded.iteration",
+                [(kind, key, iteration, json.dumps(data, ensure_ascii=False), now) for key, data in items],
+            )
+
+    def records(self, kind: str, iteration: int | None = None) -> list[dict[str, Any]]:
+        sql = "SELECT key, iteration, data FROM records WHERE kind=?"
+        args: list = [kind]
+        if iteration is not None:
+            sql += " AND iteration=?"
+            args.append(iteration)
+        sql += " ORDER BY id"
+        with self._lock:
+            rows = self._conn.execute(sql, args).fetchall()
+        return [{"_key": k, "_iteration": it, **json.loads(d)} for k, it, d in rows]
+
+    def record_kinds(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self._conn.execute("SELECT kind, COUNT(*) FROM records GROUP BY kind").fetchall())
+
+    # --- metrics ----------------------------------------------------------------
+    def put_metrics(self, iteration: int, values: dict[str, Any]) -> None:
+        now = time.time()
+        rows = []
+        for name, v in values.items():
+            if isinstance(v, bool) or not isinstance(v, (int, float)):
+                rows.append((iteration, name, None, json.dumps(v, default=str), now))
+            else:
+                rows.append((iteration, name, float(v), None, now))
+        with self.transaction() as c:
+            c.executemany(
+                "INSERT INTO metrics VALUES (?,?,?,?,?) ON CONFLICT(iteration, name)"
+                " DO UPDATE SET value=excluded.value, data=excluded.data",
+                rows,
+            )
+
+    def metrics(self) -> dict[int, dict[str, Any]]:
+        out: dict[int, dict[str, Any]] = {}
+        with self._lock:
+            rows = self._conn.execute("SELECT iteration, name, value, data FROM metrics ORDER BY iteration").fetchall()
+        for it, name, value, data in rows:
+            out.setdefault(it, {})[name] = value if data is None else json.loads(data)
+        return out
+
+    # --- training steps -----------------------------------------------------------
+    def put_train_step(self, model_version: str, step: int, loss: float | None, seconds: float | None, **data) -> None:
+        with self.transaction() as c:
+            c.execute(
+                "INSERT OR REPLACE INTO train_steps VALUES (?,?,?,?,?,?)",
+                (model_version, step, loss, seconds, json.dumps(data, default=str), time.time()),
+            )
+
+    def train_steps(self, model_version: str | None = None) -> list[dict[str, Any]]:
+        sql = "SELECT model_version, step, loss, seconds, data FROM train_steps"
+        args: tuple = ()
+        if model_version:
+            sql += " WHERE model_version=?"
+            args = (model_version,)
+        sql += " ORDER BY created_at, step"
+        with self._lock:
+            rows = self._conn.execute(sql, args).fetchall()
+        return [
+            {"model_version": mv, "step": s, "loss": l, "seconds": sec, **(json.loads(d) if d else {})}
+            for mv, s, l, sec, d in rows
+        ]
+
+    # --- meta -----------------------------------------------------------------
+    def set_meta(self, **values: Any) -> None:
+        with self.transaction() as c:
+            c.executemany(
+                "INSERT OR REPLACE INTO meta VALUES (?,?)",
+                [(k, json.dumps(v, default=str)) for k, v in values.items()],
+            )
+
+    def meta(self) -> dict[str, Any]:
+        with self._lock:
+            rows = self._conn.execute("SELECT key, value FROM meta").fetchall()
+        return {k: json.loads(v) for k, v in rows}
+
+
+def _chunks(xs: list, n: int):
+    for i in range(0, len(xs), n):
+        yield xs[i : i + n]
+
+
+def _split_sql(script: str) -> list[str]:
+    # Statements in MIGRATIONS never contain ';' inside literals, so a plain split is
+    # enough; sqlite3.executescript would COMMIT and break the migration transaction.
+    return [s.strip() for s in script.split(";") if s.strip()]

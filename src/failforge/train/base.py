@@ -1,0 +1,76 @@
+"""The training contract: a model version + a dataset in, a new model version out.
+
+A ``ModelVersion`` is everything a backend needs to load a model: a plain
+checkpoint folder (what transformers trains), an optional LoRA adapter on top, and
+optionally a GGUF file with the same weights (what llama.cpp serves fastest).
+Its fingerprint changes with the weights, so cached answers never outlive them.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from failforge.models.spec import ModelSpec
+
+
+class LoraSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    r: int = Field(16, ge=1)
+    alpha: int = Field(32, ge=1)
+    dropout: float = Field(0.05, ge=0.0, lt=1.0)
+    target_modules: list[str] | Literal["all-linear"] = "all-linear"
+
+
+class TrainSettings(BaseModel):
+    """Configuration of one training step (YAML ``train.proposer`` / ``train.target``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["sft", "dpo", "classifier"] = "sft"
+    #: LoRA by default; ``lora: null`` means full fine-tuning
+    lora: LoraSettings | None = Field(default_factory=LoraSettings)
+    epochs: float = Field(1.0, gt=0)
+    #: caps the number of optimizer steps (None = run the epochs)
+    max_steps: int | None = Field(None, ge=1)
+    learning_rate: float = Field(2e-4, gt=0)
+    batch_size: int = Field(4, ge=1)
+    gradient_accumulation_steps: int = Field(1, ge=1)
+    max_length: int = Field(256, ge=16)
+    #: DPO temperature
+    beta: float = Field(0.1, gt=0)
+    seed: int = 0
+    #: "auto" picks per device: fp32 and no gradient checkpointing on CPU (bf16 autocast
+    #: makes a CPU LoRA step ~20x slower), bf16 on GPUs that support it
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    gradient_checkpointing: bool | None = None
+    #: write the trained weights back into a GGUF so llama.cpp can serve them
+    export_gguf: bool = True
+
+
+class ModelVersion(BaseModel):
+    """A loadable model: checkpoint (+ adapter) (+ GGUF with the same weights)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    #: plain transformers checkpoint folder (trainable)
+    checkpoint: str
+    #: LoRA adapter folder on top of ``checkpoint`` (None = the checkpoint itself)
+    adapter: str | None = None
+    #: GGUF file with the same (merged) weights, when exported
+    gguf: str | None = None
+    fingerprint: str
+    parent: str | None = None
+
+    def spec(self, backend: Literal["llamacpp", "transformers"] | None = None, **overrides) -> ModelSpec:
+        """The fastest backend that can load this version, unless one is asked for."""
+        if backend is None:
+            backend = "llamacpp" if self.gguf else "transformers"
+        if backend == "llamacpp":
+            if not self.gguf:
+                raise ValueError(f"model version {self.name} has no GGUF export")
+            return ModelSpec(backend="llamacpp", model=self.gguf, **overrides)
+        return ModelSpec(backend="transformers", model=self.checkpoint, adapter=self.adapter, **overrides)
