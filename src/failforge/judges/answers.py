@@ -1,0 +1,147 @@
+"""Pulling final answers out of free text: numbers (math) and choice letters (honesty).
+
+Hand-written because the libraries that do this (math-verify, lm-eval's filters)
+either pull in a symbolic-maths stack or are tied to one harness's regexes; what a
+judge needs here is a few predictable rules with exact (Fraction) values.
+"""
+
+from __future__ import annotations
+
+import re
+from fractions import Fraction
+
+from failforge.judges.base import JudgeInput
+
+# A number as people write it: optional sign, optional currency, thousands
+# separators, decimals, and an optional "/denominator". The sign only counts when it
+# does not follow a word or digit, so "3-4" yields 3 and 4, not -4.
+_NUM = (
+    r"(?P<sign>(?<![\w.])[-−–])?\s?[$€£]?\s?"
+    r"(?P<int>\d{1,3}(?:,\d{3})+|\d+)?(?P<dec>\.\d+)?"
+    r"(?:\s?/\s?(?P<den>\d+(?:\.\d+)?))?"
+)
+_NUM_RE = re.compile(_NUM)
+_HASH_RE = re.compile(r"####\s*([^\n]*)")
+_ANSWER_IS_RE = re.compile(
+    r"(?:final answer|the answer|answer)\s*(?:is|:|=)\s*(?:\*\*)?\s*([^\n]*)", re.IGNORECASE
+)
+_LATEX_FRAC_RE = re.compile(r"\\[dt]?frac\s*\{([^{}]*)\}\s*\{([^{}]*)\}")
+
+
+def _numbers(text: str) -> list[Fraction]:
+    out = []
+    for m in _NUM_RE.finditer(text):
+        if m.group("int") is None and m.group("dec") is None:
+            continue
+        value = Fraction((m.group("int") or "0").replace(",", "") + (m.group("dec") or ""))
+        den = m.group("den")
+        if den is not None:
+            d = Fraction(den)
+            if d == 0:
+                continue
+            value /= d
+        if m.group("sign"):
+            value = -value
+        out.append(value)
+    return out
+
+
+def _clean_latex(text: str) -> str:
+    text = _LATEX_FRAC_RE.sub(r"(\1)/(\2)", text)
+    for junk in ("\\$", "\\,", "\\!", "\\left", "\\right", "\\%", "\\text", "\\mathrm"):
+        text = text.replace(junk, "")
+    return text.replace("{", "").replace("}", "").replace("(", "").replace(")", "")
+
+
+def parse_number(text: str) -> Fraction | None:
+    """The single number a short string states ("$1,234.50", "-3/4", "12 apples"), else None."""
+    nums = _numbers(_clean_latex(str(text)))
+    return nums[0] if nums else None
+
+
+def _boxed_contents(text: str) -> list[str]:
+    """Contents of every \\boxed{...}, with nested braces balanced."""
+    out = []
+    for m in re.finditer(r"\\boxed\s*\{", text):
+        depth, i = 1, m.end()
+        while i < len(text) and depth:
+            depth += {"{": 1, "}": -1}.get(text[i], 0)
+            i += 1
+        if depth == 0:
+            out.append(text[m.end() : i - 1])
+    return out
+
+
+def extract_final_number(text: str) -> tuple[Fraction | None, str]:
+    """The final numeric answer of a solution and how it was found.
+
+    Order: the last "#### N", the last \\boxed{N}, the last "answer is N", then the
+    last number anywhere. Returns (None, "no final answer") when nothing numeric is there.
+    """
+    for how, candidates in (
+        ("####", _HASH_RE.findall(text)),
+        ("boxed", _boxed_contents(text)),
+        ("answer is", _ANSWER_IS_RE.findall(text)),
+    ):
+        for cand in reversed(candidates):
+            value = parse_number(cand)
+            if value is not None:
+                return value, how
+    nums = _numbers(_clean_latex(text))
+    if nums:
+        return nums[-1], "last number"
+    return None, "no final answer"
+
+
+def format_number(value: Fraction) -> str:
+    if value.denominator == 1:
+        return str(value.numerator)
+    as_float = float(value)
+    return f"{value.numerator}/{value.denominator}" if abs(as_float) < 1e-3 else f"{as_float:g}"
+
+
+def extract_choice(text: str, letters: str = "ABCD") -> str | None:
+    """The option letter a multiple-choice answer picks, or None.
+
+    Accepts "A", "(B)", "Answer: C", "the answer is D.", "**B**", "B) Paris",
+    "Option C". A capital letter inside a sentence ("A cat is...") is not an answer,
+    so bare letters only count when they stand alone or open the reply with ")", ".", ":".
+    When cues disagree, the explicit "answer is X" wins.
+    """
+    if not text:
+        return None
+    cls = f"[{re.escape(letters)}{re.escape(letters.lower())}]"
+    t = text.strip().replace("*", "").replace("`", "")
+    patterns = [
+        # explicit cue: "Answer: C", "the answer is (B) because..."
+        rf"(?i:answer)\s*(?:is|:|=|would be|will be)?\s*(?:(?i:option|choice)\s*)?[\(\[]?([{letters}])(?![\w'])",
+        # lower case only when nothing follows ("the answer is d.") - "is a bit" is not an answer
+        rf"(?i:answer)\s*(?:is|:|=)?\s*[\(\[]?({cls})[\)\]]?[.!]?\s*$",
+        # the whole reply is the letter
+        rf"^[\s\(\[\"']*([{letters}])[\s\)\]\"'.:!]*$",
+        # the reply opens with the letter as a label: "B) Paris", "(B) Paris", "B. Paris", "B: Paris"
+        rf"^[\(\[]?([{letters}])\s*[\)\]\.:]\s",
+        rf"^[\(\[]([{letters}])[\)\]]",
+        # "option C" / "choice C"
+        rf"(?i:option|choice)\s+\(?({cls})(?![\w'])",
+    ]
+    for p in patterns:
+        m = re.search(p, t)
+        if m:
+            return m.group(1).upper()
+    # a single parenthesised letter anywhere, if only one letter is named that way
+    named = {x.upper() for x in re.findall(rf"\(({cls})\)", t)}
+    if len(named) == 1:
+        return named.pop()
+    return None
+
+
+def response_problem(item: JudgeInput, index: int = 0) -> str | None:
+    """Why a response cannot be scored at all (empty, or the target errored), else None."""
+    if item.meta.get("error"):
+        return f"target error: {str(item.meta['error'])[:80]}"
+    if index >= len(item.responses):
+        return "no response"
+    if not item.responses[index].strip():
+        return "empty response"
+    return None
