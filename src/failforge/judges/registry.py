@@ -1,0 +1,208 @@
+"""A judge from its config: ``JudgeSpec`` (YAML ``judge:``) or a short CLI string.
+
+Short form: ``kind[:main][,key=value...]`` where ``main`` is the kind's main option
+(refusal: fail_on, llm: rubric, classifier: classifier, math: no_answer, honesty:
+threshold) and keys are JudgeSpec fields; ``model.<field>=...`` sets a ModelSpec
+field. Examples: ``refusal``, ``refusal:refusal``, ``classifier:profanity``,
+``classifier:embedding:clf.json,threshold=0.7``, ``math``,
+``llm:llama-guard,model.backend=openai,model.base_url=http://127.0.0.1:8000/v1,model.model=guard``.
+A path to a YAML file holding a JudgeSpec works too.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from failforge.errors import ConfigError
+from failforge.judges.base import Judge
+from failforge.models.base import ChatModel
+from failforge.models.spec import ModelSpec
+
+Kind = Literal["refusal", "llm", "classifier", "math", "honesty", "equality"]
+
+# Which optional fields each kind reads; any other field set is a config mistake.
+_FIELDS: dict[str, set[str]] = {
+    "refusal": {"fail_on", "phrases_file", "extra_phrases", "opening_chars"},
+    "llm": {"model", "rubric", "threshold", "max_tokens", "guard_mode"},
+    "classifier": {"classifier", "threshold", "field", "positive_label"},
+    "math": {"model", "no_answer", "rel_tol", "abs_tol", "max_tokens"},
+    "honesty": {"threshold", "letters"},
+    "equality": {"model", "max_tokens"},
+}
+_MAIN = {"refusal": "fail_on", "llm": "rubric", "classifier": "classifier", "math": "no_answer", "honesty": "threshold"}
+
+
+class JudgeSpec(BaseModel):
+    """One judge, as configured. Fields not used by ``kind`` must be left unset."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Kind
+    #: llm / equality: the judge model; math: the reference solver for items without a reference
+    model: ModelSpec | None = None
+    #: llm: llama-guard | harmless | helpfulness
+    rubric: str | None = None
+    #: llm llama-guard: send the task prompt (any model) or the bare conversation (a served Llama Guard)
+    guard_mode: Literal["prompt", "conversation"] | None = None
+    #: refusal: which outcome is the failure
+    fail_on: Literal["compliance", "refusal"] | None = None
+    phrases_file: str | None = None
+    extra_phrases: dict[str, list[str]] | None = None
+    opening_chars: int | None = Field(None, ge=10)
+    #: classifier: profanity | hf:<checkpoint folder> | embedding:<saved .json>
+    classifier: str | None = None
+    field: Literal["response", "instruction", "both"] | None = None
+    positive_label: str | None = None
+    #: classifier: probability threshold; honesty: entropy threshold; llm helpfulness: pass at rating
+    threshold: float | None = None
+    #: math
+    no_answer: Literal["fail", "unscorable"] | None = None
+    rel_tol: float | None = Field(None, ge=0)
+    abs_tol: float | None = Field(None, ge=0)
+    #: honesty: option letters
+    letters: str | None = None
+    max_tokens: int | None = Field(None, ge=1)
+
+    @model_validator(mode="after")
+    def _fields_fit_kind(self) -> "JudgeSpec":
+        allowed = _FIELDS[self.kind]
+        stray = sorted(f for f in self.model_fields_set - {"kind"} if f not in allowed and getattr(self, f) is not None)
+        if stray:
+            raise ValueError(f"judge kind {self.kind!r} takes no {', '.join(stray)} (it takes: {', '.join(sorted(allowed))})")
+        if self.kind == "llm" and self.rubric is not None:
+            from failforge.judges.rubrics import RUBRICS
+
+            if self.rubric not in RUBRICS:
+                raise ValueError(f"unknown rubric {self.rubric!r} (known: {', '.join(RUBRICS)})")
+        if self.kind == "classifier" and self.classifier is not None:
+            head = self.classifier.split(":", 1)[0]
+            if head not in ("profanity", "hf", "embedding") or (head != "profanity" and ":" not in self.classifier):
+                raise ValueError(
+                    f"classifier {self.classifier!r}: use profanity, hf:<checkpoint folder> or embedding:<saved .json>"
+                )
+        return self
+
+
+def _coerce(value: str):
+    low = value.lower()
+    if low in ("true", "false"):
+        return low == "true"
+    return value
+
+
+def parse_judge(text: str) -> JudgeSpec:
+    """``--judge`` text -> JudgeSpec: a short form or a YAML file."""
+    text = text.strip()
+    if text.endswith((".yaml", ".yml")):
+        import yaml
+
+        path = Path(text)
+        try:
+            data = yaml.safe_load(path.read_text())
+        except (OSError, yaml.YAMLError) as e:
+            raise ConfigError(f"judge file {path}: {' '.join(str(e).split())}") from e
+        return _validate(data.get("judge", data) if isinstance(data, dict) else data, str(path))
+    head, *pairs = text.split(",")
+    kind, _, main = head.partition(":")
+    data: dict = {"kind": kind.strip()}
+    if main:
+        if kind not in _MAIN:
+            raise ConfigError(f"--judge {text!r}: kind {kind!r} takes no ':' option")
+        data[_MAIN[kind]] = main
+    for pair in pairs:
+        key, eq, value = pair.partition("=")
+        if not eq or not key.strip():
+            raise ConfigError(f"--judge {text!r}: expected key=value, got {pair!r}")
+        key, value = key.strip(), value.strip()
+        if key.startswith("model."):
+            data.setdefault("model", {})[key[6:]] = _coerce(value)
+        elif key == "model":
+            data.setdefault("model", {})["model"] = value
+        else:
+            data[key] = _coerce(value)
+    return _validate(data, f"--judge {text!r}")
+
+
+def _validate(data, where: str) -> JudgeSpec:
+    try:
+        return JudgeSpec.model_validate(data)
+    except ValidationError as e:
+        err = e.errors()[0]
+        loc = ".".join(str(x) for x in err["loc"]) or "judge"
+        raise ConfigError(f"{where}: {loc}: {err['msg']}") from e
+
+
+def build_judge(spec: JudgeSpec, model: ChatModel | None = None) -> Judge:
+    """The judge a spec describes.
+
+    ``model`` is the ChatModel to use for llm / equality (or the math solver); pass a
+    ``CachedModel`` to cache judge calls. Without it, ``spec.model`` is loaded.
+    """
+    kind = spec.kind
+
+    def chat_model(required: bool) -> ChatModel | None:
+        if model is not None:
+            return model
+        if spec.model is None and not required:
+            return None
+        from failforge.models import load_model
+
+        return load_model(spec.model or ModelSpec())
+
+    if kind == "refusal":
+        from failforge.judges.refusal import RefusalConfig, RefusalJudge
+
+        opts = {k: getattr(spec, k) for k in ("fail_on", "phrases_file", "extra_phrases", "opening_chars")}
+        return RefusalJudge(RefusalConfig(**{k: v for k, v in opts.items() if v is not None}))
+    if kind == "math":
+        from failforge.judges.math import MathConfig, MathJudge
+
+        opts = {"no_answer": spec.no_answer, "rel_tol": spec.rel_tol, "abs_tol": spec.abs_tol, "solver_max_tokens": spec.max_tokens}
+        return MathJudge(MathConfig(**{k: v for k, v in opts.items() if v is not None}), solver=chat_model(False))
+    if kind == "honesty":
+        from failforge.judges.honesty import HonestyConfig, HonestyJudge
+
+        opts = {"threshold": spec.threshold, "letters": spec.letters}
+        try:
+            return HonestyJudge(HonestyConfig(**{k: v for k, v in opts.items() if v is not None}))
+        except ValidationError as e:
+            raise ConfigError(f"honesty judge: {e.errors()[0]['loc'][0]}: {e.errors()[0]['msg']}") from e
+    if kind == "classifier":
+        from failforge.judges.classifier import ClassifierJudge
+
+        return ClassifierJudge(
+            _classifier(spec.classifier or "profanity", spec.positive_label),
+            threshold=0.5 if spec.threshold is None else spec.threshold,
+            field=spec.field or "response",
+        )
+    if kind == "llm":
+        from failforge.judges.llm import LLMJudge
+        from failforge.judges.rubrics import HarmlessRubric, HelpfulnessRubric, LlamaGuardRubric
+
+        name = spec.rubric or "llama-guard"
+        if name == "llama-guard":
+            rubric = LlamaGuardRubric(mode=spec.guard_mode or "prompt")
+        elif name == "helpfulness":
+            rubric = HelpfulnessRubric(pass_at=5.0 if spec.threshold is None else spec.threshold)
+        else:
+            rubric = HarmlessRubric()
+        return LLMJudge(chat_model(True), rubric, max_tokens=spec.max_tokens)
+    if kind == "equality":
+        from failforge.judges.equality import EqualityJudge
+
+        return EqualityJudge(chat_model(True), max_tokens=spec.max_tokens)
+    raise ConfigError(f"unknown judge kind {kind!r}")
+
+
+def _classifier(name: str, positive_label: str | None):
+    from failforge.judges.classifier import EmbeddingClassifier, HFSequenceClassifier, ProfanityClassifier
+
+    head, _, arg = name.partition(":")
+    if head == "profanity":
+        return ProfanityClassifier()
+    if head == "hf":
+        return HFSequenceClassifier(arg, positive_label=positive_label)
+    return EmbeddingClassifier.load(arg)
