@@ -1,0 +1,357 @@
+"""Backend "openai": any server that speaks the OpenAI chat-completions API.
+
+vLLM, Ollama, llama.cpp's server, TGI and hosted APIs all answer
+``POST {base_url}/chat/completions``. Each Request becomes one HTTP request
+(``n=1``, the request's own seed), so every sample is cached on its own.
+
+The HTTP client lives on a private event loop in a daemon thread: the sync API and
+callers on any event loop share one connection pool and one in-flight bound
+(``spec.max_concurrency``), and a sync caller inside a running loop (a notebook)
+still works.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import email.utils
+import logging
+import os
+import threading
+import time
+from collections.abc import Coroutine
+from typing import Any
+
+import httpx
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt, wait_random_exponential
+
+from failforge.errors import ConfigError, ModelUnavailable
+from failforge.models.base import ChatModel, Completion, Request, fingerprint_of
+from failforge.models.spec import ModelSpec
+
+log = logging.getLogger(__name__)
+
+#: a server that asks for a longer pause than this is waited on for this long
+MAX_RETRY_AFTER_S = 120.0
+
+
+class _Retryable(Exception):
+    """A 429 or 5xx answer: worth another attempt, after ``retry_after`` seconds if the server said so."""
+
+    def __init__(self, message: str, retry_after: float | None = None):
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+#: transport failures worth another attempt: timeouts, refused/reset/dropped connections
+_TRANSIENT = (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError)
+
+
+def _is_transient(exc: BaseException) -> bool:
+    return isinstance(exc, (_Retryable, *_TRANSIENT))
+
+
+def retry_after_seconds(value: str | None, now: float | None = None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header: delta-seconds or an HTTP date (RFC 9110)."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+def one_line(text: str, limit: int = 300) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def describe(exc: BaseException) -> str:
+    """A short, single-line description of a failed attempt (httpx messages are often empty)."""
+    msg = one_line(str(exc))
+    if isinstance(exc, _Retryable):
+        return msg
+    return f"{type(exc).__name__}: {msg}" if msg else type(exc).__name__
+
+
+def _server_message(resp: httpx.Response) -> str:
+    """The ``error.message`` of an OpenAI-style error body, else the raw body."""
+    try:
+        data = resp.json()
+    except ValueError:
+        return one_line(resp.text, 200)
+    if isinstance(data, dict):
+        err = data.get("error", data.get("detail", data))
+        if isinstance(err, dict):
+            err = err.get("message", err)
+        return one_line(str(err), 200)
+    return one_line(str(data), 200)
+
+
+class _LoopThread:
+    """An event loop running forever in a daemon thread."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, name="failforge-openai", daemon=True)
+        self.thread.start()
+
+    def submit(self, coro: Coroutine) -> concurrent.futures.Future:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop)
+
+    def stop(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(timeout=10)
+        if not self.thread.is_alive():
+            self.loop.close()
+
+
+class OpenAIModel(ChatModel):
+    backend = "openai"
+    #: CachedModel commits every answer as it arrives; the semaphore bounds what is in flight
+    preferred_chunk = 1
+
+    def __init__(self, spec: ModelSpec, *, backoff_base_s: float = 0.5, backoff_cap_s: float = 30.0):
+        if not spec.base_url:
+            raise ConfigError("openai backend: 'base_url' is required, e.g. http://127.0.0.1:8000/v1")
+        try:
+            url = httpx.URL(spec.base_url)
+        except httpx.InvalidURL as e:
+            raise ConfigError(f"openai backend: base_url {spec.base_url!r} is not a URL: {one_line(str(e))}") from None
+        if url.scheme not in ("http", "https") or not url.host:
+            raise ConfigError(f"openai backend: base_url {spec.base_url!r} must start with http:// or https://")
+        self.spec = spec
+        self.name = spec.model
+        self.base_url = spec.base_url.rstrip("/")
+        self.backoff_base_s = backoff_base_s
+        self.backoff_cap_s = backoff_cap_s
+        # The key goes straight into the client's headers (whose repr masks it) and
+        # nowhere else: not in an attribute of its own, errors, logs or the fingerprint.
+        headers = {"Accept": "application/json"}
+        if spec.api_key_env:
+            key = os.environ.get(spec.api_key_env)
+            if not key:
+                raise ConfigError(f"api_key_env: environment variable {spec.api_key_env!r} is not set")
+            headers["Authorization"] = f"Bearer {key}"
+            del key
+        n = spec.max_concurrency
+        # Neither binds to an event loop until first used, which is on the private loop.
+        self._client = httpx.AsyncClient(
+            headers=headers,
+            timeout=httpx.Timeout(spec.timeout_s),
+            limits=httpx.Limits(max_connections=n, max_keepalive_connections=n),
+        )
+        self._semaphore = asyncio.Semaphore(n)
+        self._lock = threading.Lock()
+        self._runner: _LoopThread | None = None
+        self._fingerprint: str | None = None
+        self._closed = False
+
+    def __repr__(self) -> str:
+        return f"OpenAIModel(base_url={self.base_url!r}, model={self.name!r})"
+
+    # --- the private loop and its client ------------------------------------
+    def _run(self, coro: Coroutine) -> concurrent.futures.Future:
+        with self._lock:
+            if self._closed:
+                coro.close()
+                raise RuntimeError("OpenAIModel is closed")
+            if self._runner is None:
+                self._runner = _LoopThread()
+            return self._runner.submit(coro)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            runner, self._runner = self._runner, None
+        if runner is not None:  # else the client never opened a connection
+            try:
+                runner.submit(self._client.aclose()).result(timeout=10)
+            except Exception:  # closing must never mask the caller's own error
+                log.debug("closing the HTTP client failed", exc_info=True)
+            runner.stop()
+
+    # --- retries -------------------------------------------------------------
+    def _wait(self, state: RetryCallState) -> float:
+        exc = state.outcome.exception() if state.outcome else None
+        if isinstance(exc, _Retryable) and exc.retry_after is not None:
+            return min(exc.retry_after, MAX_RETRY_AFTER_S)
+        # full jitter: uniform(0, min(cap, base * 2**attempt))
+        return wait_random_exponential(multiplier=self.backoff_base_s, max=self.backoff_cap_s)(state)
+
+    def _log_retry(self, state: RetryCallState) -> None:
+        exc = state.outcome.exception() if state.outcome else None
+        log.warning(
+            "openai backend: %s failed (%s), attempt %d of %d",
+            self.base_url, describe(exc) if exc else "?", state.attempt_number, self.spec.max_retries + 1,
+        )
+
+    async def _send(self, method: str, path: str, json: dict | None = None) -> tuple[httpx.Response, float]:
+        """One HTTP exchange with bounded retries; returns the response and its latency."""
+        url = self.base_url + path
+        try:
+            async for attempt in AsyncRetrying(
+                retry=retry_if_exception(_is_transient),
+                stop=stop_after_attempt(self.spec.max_retries + 1),
+                wait=self._wait,
+                before_sleep=self._log_retry,
+                reraise=True,
+            ):
+                with attempt:
+                    t0 = time.perf_counter()
+                    resp = await self._client.request(method, url, json=json)
+                    latency = time.perf_counter() - t0
+                    if resp.status_code == 429 or resp.status_code >= 500:
+                        raise _Retryable(
+                            f"HTTP {resp.status_code}: {_server_message(resp)}",
+                            retry_after_seconds(resp.headers.get("retry-after")),
+                        )
+        except _TRANSIENT + (_Retryable,) as e:
+            raise ModelUnavailable(
+                f"openai backend: {url} failed after {self.spec.max_retries + 1} attempts: {describe(e)}"
+            ) from None
+        except httpx.HTTPError as e:  # not transient: a bad URL, protocol misuse
+            raise ModelUnavailable(f"openai backend: {url}: {describe(e)}") from None
+        return resp, latency
+
+    def _rejected(self, url: str, resp: httpx.Response) -> ModelUnavailable:
+        hint = ""
+        if resp.status_code in (401, 403):
+            hint = (
+                f" (check the key in ${self.spec.api_key_env})"
+                if self.spec.api_key_env
+                else " (set api_key_env to the variable that holds the key)"
+            )
+        return ModelUnavailable(
+            f"openai backend: {url} answered HTTP {resp.status_code}: {_server_message(resp)}{hint}"
+        )
+
+    # --- model list, fingerprint ---------------------------------------------
+    async def _amodels(self) -> list[dict] | None:
+        """GET /models; None where the server has no such route."""
+        resp, _ = await self._send("GET", "/models")
+        if resp.status_code in (404, 405):
+            return None
+        if resp.status_code >= 400:
+            raise self._rejected(self.base_url + "/models", resp)
+        try:
+            data = resp.json().get("data", [])
+        except (ValueError, AttributeError):
+            return None
+        return [m for m in data if isinstance(m, dict) and "id" in m]
+
+    def probe(self) -> list[str]:
+        """Pre-flight check: the server answers; returns the model ids it lists ([] if it lists none).
+
+        Raises ModelUnavailable (one line) when it cannot be reached or rejects the key.
+        """
+        models = self._run(self._amodels()).result()
+        if models is None and not self.base_url.endswith("/v1"):
+            log.warning("openai backend: %s has no /models route; most servers want base_url to end in /v1", self.base_url)
+        return [m["id"] for m in models or []]
+
+    def _server_model(self, models: list[dict] | None) -> dict | None:
+        if not models:
+            return None
+        match = [m for m in models if m.get("id") == self.spec.model]
+        if not match and len(models) == 1:  # single-model servers answer whatever name is sent
+            match = models
+        if not match:
+            return None
+        # only what identifies the weights: "created" changes with every server restart
+        return {k: match[0].get(k) for k in ("id", "root", "parent", "owned_by") if match[0].get(k) is not None}
+
+    @property
+    def fingerprint(self) -> str:
+        if self._fingerprint is None:
+            server_model = self._server_model(self._run(self._amodels()).result())
+            self._fingerprint = fingerprint_of(
+                backend=self.backend,
+                base_url=self.base_url,
+                server_model=server_model,
+                model=self.spec.model,
+                chat_template=self.spec.chat_template,
+            )
+        return self._fingerprint
+
+    # --- completions ------------------------------------------------------
+    def _body(self, r: Request) -> dict[str, Any]:
+        p = r.params
+        body: dict[str, Any] = {
+            "model": self.spec.model,
+            "messages": [m.model_dump() for m in r.messages],
+            "n": 1,
+            "temperature": p.temperature,
+            "top_p": p.top_p,
+            "max_tokens": p.max_tokens,
+            "seed": r.seed,
+        }
+        if p.stop:
+            body["stop"] = list(p.stop)
+        if p.logprobs:
+            # llama.cpp's python server returns none unless top_logprobs is truthy
+            body["logprobs"] = True
+            body["top_logprobs"] = 1
+        if self.spec.chat_template:
+            # vLLM and llama.cpp's server accept a per-request template; others ignore the field
+            body["chat_template"] = self.spec.chat_template
+        return body
+
+    async def _one(self, r: Request) -> Completion:
+        url = self.base_url + "/chat/completions"
+        async with self._semaphore:
+            resp, latency = await self._send("POST", "/chat/completions", self._body(r))
+        if resp.status_code >= 400:
+            raise self._rejected(url, resp)
+        try:
+            data = resp.json()
+            choice = data["choices"][0]
+            text = choice["message"].get("content") or ""
+        except (ValueError, KeyError, IndexError, TypeError, AttributeError):
+            raise ModelUnavailable(
+                f"openai backend: {url} answered with no chat completion: {one_line(resp.text, 200)}"
+            ) from None
+        usage = data.get("usage") or {}
+        logprobs = None
+        if r.params.logprobs:
+            content = (choice.get("logprobs") or {}).get("content") or []
+            logprobs = [float(t["logprob"]) for t in content if isinstance(t, dict) and "logprob" in t]
+        return Completion(
+            text=text,
+            prompt_tokens=int(usage.get("prompt_tokens") or 0),
+            completion_tokens=int(usage.get("completion_tokens") or 0),
+            latency_s=latency,
+            finish_reason=choice.get("finish_reason"),
+            sample_index=r.sample_index,
+            logprobs=logprobs,
+        )
+
+    async def _all(self, requests: list[Request]) -> list[Completion]:
+        # a TaskGroup cancels the requests still in flight as soon as one fails for good
+        try:
+            async with asyncio.TaskGroup() as tg:
+                tasks = [tg.create_task(self._one(r)) for r in requests]
+        except BaseExceptionGroup as group:
+            first = group.exceptions[0]
+            while isinstance(first, BaseExceptionGroup):
+                first = first.exceptions[0]
+            raise first from None
+        return [t.result() for t in tasks]
+
+    def _complete(self, requests: list[Request]) -> list[Completion]:
+        if not requests:
+            return []
+        return self._run(self._all(requests)).result()
+
+    async def _acomplete(self, requests: list[Request]) -> list[Completion]:
+        if not requests:
+            return []
+        return await asyncio.wrap_future(self._run(self._all(requests)))
