@@ -1,0 +1,111 @@
+"""Typed records a run stores (``RunStore.put_records(kind, ...)``).
+
+Every record carries its provenance, so an exported row says which method, task,
+iteration, models and judge produced it and what it cost. ``KIND`` is the records
+table's ``kind`` column.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, Field
+
+
+class Provenance(BaseModel):
+    method: str
+    task: str = ""
+    iteration: int | None = None
+    proposer_fingerprint: str | None = None
+    target_fingerprint: str | None = None
+    judge: str | None = None  # judge id@version
+    judge_fingerprint: str | None = None  # the judge model's fingerprint, for model judges
+    seeds: list[str] = Field(default_factory=list)  # ids/texts of the seeds the row came from
+    calls: int = 0  # model calls this row cost
+    tokens: int = 0  # prompt + completion tokens this row cost
+
+
+class Record(BaseModel):
+    KIND: ClassVar[str] = "record"
+    provenance: Provenance
+    #: rows with harmful text (safety tasks) carry a marker so exports can flag them
+    harmful_content: bool = False
+
+    def key(self) -> str:  # pragma: no cover - each kind defines its own
+        raise NotImplementedError
+
+
+class AnswerRecord(Record):
+    """A prompt and the model's answer(s) (the plain answer job)."""
+
+    KIND: ClassVar[str] = "answer"
+    id: str
+    prompt: str
+    responses: list[str]
+
+    def key(self) -> str:
+        return self.id
+
+
+class AttemptRecord(Record):
+    """An instruction the proposer wrote, the target's response(s) and the judge's verdict."""
+
+    KIND: ClassVar[str] = "attempt"
+    id: str
+    instruction: str
+    proposer_prompt: str = ""
+    responses: list[str] = Field(default_factory=list)
+    reference: Any = None
+    label: str = "unscorable"  # fail | pass | unscorable
+    score: float | None = None
+    reason: str = ""
+
+    @property
+    def failed(self) -> bool:
+        return self.label == "fail"
+
+    def key(self) -> str:
+        return self.id
+
+
+class PairRecord(Record):
+    """A DPO preference pair for the proposer: failure-inducing (chosen) vs not (rejected)."""
+
+    KIND: ClassVar[str] = "pair"
+    id: str
+    prompt: str
+    chosen: str
+    rejected: str
+
+    def key(self) -> str:
+        return self.id
+
+
+class SFTRecord(Record):
+    """A supervised example (chat messages) for the target."""
+
+    KIND: ClassVar[str] = "sft"
+    id: str
+    messages: list[dict[str, str]]
+
+    def key(self) -> str:
+        return self.id
+
+
+RECORD_TYPES: dict[str, type[Record]] = {
+    t.KIND: t for t in (AnswerRecord, AttemptRecord, PairRecord, SFTRecord)
+}
+
+
+def put(store, records: list[Record], iteration: int | None = None) -> None:
+    """Store typed records, grouped by kind."""
+    by_kind: dict[str, list[Record]] = {}
+    for r in records:
+        by_kind.setdefault(r.KIND, []).append(r)
+    for kind, rs in by_kind.items():
+        store.put_records(kind, [(r.key(), r.model_dump()) for r in rs], iteration=iteration)
+
+
+def load(store, kind: str, iteration: int | None = None) -> list[Record]:
+    cls = RECORD_TYPES[kind]
+    return [cls.model_validate({k: v for k, v in row.items() if not k.startswith("_")}) for row in store.records(kind, iteration)]

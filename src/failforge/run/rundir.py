@@ -1,0 +1,112 @@
+"""The run directory's life: create (after pre-flight), execute, resume.
+
+Layout::
+
+    RUN_DIR/
+      config.yaml     the validated config snapshot (what ``resume`` re-reads)
+      store.sqlite    every model call, record, metric and training step (run/store.py)
+      run.log         what happened, with timings
+      models/         trained adapters and exported weights, one folder per version
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+from rich.console import Console
+
+from failforge.config import dump_config, load_run_config
+from failforge.errors import ConfigError
+from failforge.methods import get_method
+from failforge.run.context import RunContext
+from failforge.run.store import RunStore
+
+CONFIG_FILE = "config.yaml"
+STORE_FILE = "store.sqlite"
+LOG_FILE = "run.log"
+
+
+def default_run_dir(config: BaseModel, root: Path = Path("runs")) -> Path:
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    return root / f"{config.method}-{stamp}"
+
+
+def start_run(config: BaseModel, run_dir: Path | None = None, quiet: bool = False, console: Console | None = None) -> dict[str, Any]:
+    """Pre-flight, then create the run directory and execute the method."""
+    method_cls = get_method(config.method)
+    run_dir = Path(run_dir) if run_dir else default_run_dir(config)
+    if (run_dir / STORE_FILE).exists() or (run_dir / CONFIG_FILE).exists():
+        raise ConfigError(f"run directory {run_dir} already holds a run: use `failforge resume {run_dir}` or pick another --run-dir")
+    if run_dir.exists() and not run_dir.is_dir():
+        raise ConfigError(f"run directory {run_dir}: exists and is not a directory")
+    # Nothing is written before this passes, so bad input leaves no half-made run.
+    method_cls.check(config)
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    tmp = run_dir / (CONFIG_FILE + ".tmp")
+    tmp.write_text(dump_config(config), encoding="utf-8")
+    os.replace(tmp, run_dir / CONFIG_FILE)
+    return _execute(method_cls, config, run_dir, quiet, console, resumed=False)
+
+
+def resume_run(run_dir: Path, quiet: bool = False, console: Console | None = None) -> dict[str, Any]:
+    run_dir = Path(run_dir)
+    if not (run_dir / CONFIG_FILE).is_file():
+        raise ConfigError(f"{run_dir}: not a run directory (no {CONFIG_FILE})")
+    config = load_run_config(run_dir / CONFIG_FILE)
+    method_cls = get_method(config.method)
+    method_cls.check(config)
+    return _execute(method_cls, config, run_dir, quiet, console, resumed=True)
+
+
+def _execute(method_cls, config, run_dir: Path, quiet: bool, console: Console | None, resumed: bool) -> dict[str, Any]:
+    store = RunStore(run_dir / STORE_FILE)
+    logger = _run_logger(run_dir)
+    ctx = RunContext(run_dir, store, console=console, quiet=quiet, logger=logger)
+    meta = store.meta()
+    store.set_meta(
+        method=config.method,
+        task=getattr(config, "task", ""),
+        name=config.name,
+        status="running",
+        pid=os.getpid(),
+        started_at=meta.get("started_at", time.time()),
+        resumed_at=time.time() if resumed else None,
+        resumes=meta.get("resumes", 0) + (1 if resumed else 0),
+    )
+    ctx.log(f"{'resuming' if resumed else 'starting'} {config.method} in {run_dir}")
+    try:
+        summary = method_cls(config, ctx).run()
+    except KeyboardInterrupt:
+        store.set_meta(status="interrupted")
+        ctx.log("interrupted: `failforge resume` continues where this stopped")
+        raise
+    except BaseException as e:
+        store.set_meta(status="failed", error=f"{type(e).__name__}: {e}")
+        ctx.log(f"failed: {type(e).__name__}: {e}")
+        raise
+    else:
+        store.set_meta(status="finished", finished_at=time.time(), totals=store.call_totals())
+        ctx.log(f"finished: {summary}")
+        return {"run_dir": str(run_dir), **summary}
+    finally:
+        ctx.close()
+        store.close()
+        for h in list(logger.handlers):
+            h.close()
+            logger.removeHandler(h)
+
+
+def _run_logger(run_dir: Path) -> logging.Logger:
+    logger = logging.getLogger(f"failforge.run.{run_dir.resolve()}")
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    handler = logging.FileHandler(run_dir / LOG_FILE, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    logger.addHandler(handler)
+    return logger
