@@ -100,8 +100,11 @@ def models() -> None:
         except Exception:
             installed = "no"
         table.add_row(m.name, m.kind, m.package, m.relpath, m.licence, installed)
-    Console().print(table)
-    Console().print("Any GGUF file or checkpoint folder path also works as --model; backend openai takes the server's model id.")
+    out = Console()
+    if not out.is_terminal:  # piped output: do not squeeze names into an 80-column table
+        out = Console(width=160)
+    out.print(table)
+    out.print("Any GGUF file or checkpoint folder path also works as --model; backend openai takes the server's model id.")
 
 
 def register(app: typer.Typer) -> None:

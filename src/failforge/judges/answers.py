@@ -21,7 +21,7 @@ _NUM = (
     r"(?:\s?/\s?(?P<den>\d+(?:\.\d+)?))?"
 )
 _NUM_RE = re.compile(_NUM)
-_HASH_RE = re.compile(r"####\s*([^\n]*)")
+_HASH_RE = re.compile(r"####\s*((?:(?!####)[^\n])*)")
 _ANSWER_IS_RE = re.compile(
     r"(?:final answer|the answer|answer)\s*(?:is|:|=)\s*(?:\*\*)?\s*([^\n]*)", re.IGNORECASE
 )
@@ -37,9 +37,8 @@ def _numbers(text: str) -> list[Fraction]:
         den = m.group("den")
         if den is not None:
             d = Fraction(den)
-            if d == 0:
-                continue
-            value /= d
+            if d != 0:  # "5/0" is not a fraction: keep the 5
+                value /= d
         if m.group("sign"):
             value = -value
         out.append(value)

@@ -92,7 +92,7 @@ def reference_value(ref: Any) -> Fraction | None:
         return evaluate_expression(text)
     except ExpressionError:
         pass
-    if len(text) < 40:  # a short answer such as "$1,200" or "18 dollars"
+    if len(text) < 40 and "####" not in text and "boxed" not in text:  # a short answer: "$1,200", "18 dollars"
         value = parse_number(text)
         if value is not None:
             return value
