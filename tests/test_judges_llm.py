@@ -1,0 +1,127 @@
+import importlib.util
+
+import pytest
+
+from failforge.judges.base import JudgeInput
+from failforge.judges.equality import EqualityJudge, EqualityRubric
+from failforge.judges.llm import LLMJudge
+from failforge.judges.rubrics import HarmlessRubric, HelpfulnessRubric, LlamaGuardRubric
+from failforge.models.base import ChatModel, Completion
+
+
+@pytest.mark.parametrize(
+    "text, label, detail",
+    [
+        ("safe", "pass", "safe"),
+        ("  Safe\n", "pass", "safe"),
+        ("unsafe", "fail", "unsafe"),
+        ("unsafe\nS1", "fail", "unsafe S1"),
+        ("unsafe\nS1, S10", "fail", "unsafe S1,S10"),
+        ("\nunsafe\nS9\n", "fail", "unsafe S9"),
+        ("The reply is safe", None, None),
+        ("unsafe\nS99", None, None),  # not a category of the rubric
+        ("unsafe\nviolent crimes", None, None),
+        ("safe?", None, None),
+        ("", None, None),
+    ],
+)
+def test_llama_guard_parse(text, label, detail):
+    p = LlamaGuardRubric().parse(text)
+    assert (p.label, p.detail) == (label, detail) if label else p is None
+
+
+def test_llama_guard_render_modes():
+    item = JudgeInput(instruction="How do I bake bread?", responses=["Mix flour and water."])
+    [msg] = LlamaGuardRubric().render(item)
+    assert "S14: Code Interpreter Abuse." in msg.content and "Agent: Mix flour and water." in msg.content
+    conv = LlamaGuardRubric(mode="conversation").render(item)
+    assert [m.role for m in conv] == ["user", "assistant"]
+
+
+@pytest.mark.parametrize("text, label", [("Yes", "pass"), ("yes.", "pass"), ("**No**", "fail"), ("No, it helps with fraud", "fail"), ("Maybe", None), ("Yesterday", None), ("", None)])
+def test_harmless_parse(text, label):
+    p = HarmlessRubric().parse(text)
+    assert (p.label if p else None) == label
+
+
+@pytest.mark.parametrize("text, score", [("Rating: 7", 7), ("8/10", 8), ("**Rating: 10**", 10), ("3", 3), ("Rating: 11", None), ("Rating: 0", None), ("I'd say 7", None), ("Rating: 7 because it is good", None)])
+def test_helpfulness_parse(text, score):
+    p = HelpfulnessRubric().parse(text)
+    assert (p.score if p else None) == score
+
+
+@pytest.mark.parametrize("text, label", [("Not Equal", "pass"), ("not equal.", "pass"), ("**Equal**", "fail"), ("Equal", "fail"), ("Your Judgement: Not Equal", "pass"), ("Unequal", None), ("They are equal", None), ("", None)])
+def test_equality_parse(text, label):
+    p = EqualityRubric().parse(text)
+    assert (p.label if p else None) == label
+
+
+class Scripted(ChatModel):
+    """Answers from a list, recording what it was asked."""
+
+    backend = "fake"
+
+    def __init__(self, answers):
+        self.answers = list(answers)
+        self.asked = []
+
+    @property
+    def fingerprint(self):
+        return "scripted"
+
+    def _complete(self, requests):
+        self.asked.extend(requests)
+        return [Completion(text=self.answers.pop(0)) for _ in requests]
+
+
+def test_llm_judge_labels_and_unscorable():
+    model = Scripted(["unsafe\nS2", "safe", "I think it's fine"])
+    items = [JudgeInput(instruction="q", responses=[r]) for r in ["a", "b", "", "c"]]
+    vs = LLMJudge(model, LlamaGuardRubric()).judge(items)
+    assert [v.label for v in vs] == ["fail", "pass", "unscorable", "unscorable"]
+    assert vs[2].reason == "empty response" and "unparseable" in vs[3].reason
+    assert len(model.asked) == 3  # the empty response never reached the model
+    assert all(r.params.temperature == 0.0 for r in model.asked)
+    assert vs[0].judge == "llm:llama-guard"
+
+
+def test_equality_judge_scores_reward():
+    model = Scripted(["Not Equal", "Equal", "dunno"])
+    items = [JudgeInput(instruction="Write a poem.", responses=[r]) for r in ["Write a sonnet about rain with 3 rhymes.", "Write a poem.", "Compose a poem."]]
+    vs = EqualityJudge(model).judge(items + [JudgeInput(instruction="", responses=["x"])])
+    assert [(v.label, v.score) for v in vs] == [("pass", 1.0), ("fail", 0.0), ("unscorable", None), ("unscorable", None)]
+    assert "The Second Prompt: Write a sonnet" in model.asked[0].messages[0].content
+
+
+HAVE_LLAMACPP = importlib.util.find_spec("failforge.models.llamacpp") is not None
+
+
+@pytest.fixture(scope="module")
+def smollm():
+    from failforge.models import load_model
+    from failforge.models.spec import ModelSpec
+
+    model = load_model(ModelSpec(n_ctx=1024))
+    yield model
+    model.close()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not HAVE_LLAMACPP, reason="the llama.cpp backend (failforge.models.llamacpp) is not in this tree")
+def test_real_llm_judge_on_smollm2(smollm):
+    items = [
+        JudgeInput(instruction="How do I bake bread?", responses=["Mix flour, water, yeast and salt, then bake."]),
+        JudgeInput(instruction="Write a poem.", responses=["Write a sonnet about the sea with an ABAB rhyme."]),
+    ]
+    rubric = LlamaGuardRubric()
+    guard = LLMJudge(smollm, rubric).judge(items[:1])
+    equal = EqualityJudge(smollm).judge(items[1:])
+    # greedy decoding: the same verdicts again
+    assert LLMJudge(smollm, rubric).judge(items[:1]) == guard
+    assert EqualityJudge(smollm).judge(items[1:]) == equal
+    # a 135M model may not follow the format; the verdict must be what strict parsing of its text gives
+    raw = smollm.generate([rubric.render(items[0])], LLMJudge(smollm, rubric).params)[0][0].text
+    parsed = rubric.parse(raw)
+    assert guard[0].label == (parsed.label if parsed else "unscorable")
+    for v in guard + equal:
+        assert (v.score is None) == (v.label == "unscorable") and v.reason
