@@ -46,6 +46,8 @@ class CatalogEntry(BaseModel):
     #: columns every parsed row must have (a text column first)
     columns: tuple[str, ...]
     licence: str
+    #: caveats about the licence or the data
+    note: str = ""
     #: rows the pinned version yields
     rows: int
     #: parser options (e.g. how many problems a generator makes)

