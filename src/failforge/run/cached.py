@@ -34,6 +34,9 @@ class CachedModel(ChatModel):
         self.chunk_size = chunk_size or getattr(inner, "preferred_chunk", 16)
         self.progress = progress
         self.sent = 0  # requests that reached the backend in this process (not cached)
+        # Everything this model returned, cached or not: what the work cost when first
+        # done, so metrics read the same on a resumed run.
+        self.usage = {"calls": 0, "prompt_tokens": 0, "completion_tokens": 0}
 
     @property
     def fingerprint(self) -> str:
@@ -50,7 +53,11 @@ class CachedModel(ChatModel):
         return keys, found, list(missing.items())
 
     def _assemble(self, requests, keys, found) -> list[Completion]:
-        return [found[k].model_copy(update={"sample_index": r.sample_index}) for k, r in zip(keys, requests)]
+        out = [found[k].model_copy(update={"sample_index": r.sample_index}) for k, r in zip(keys, requests)]
+        self.usage["calls"] += len(out)
+        self.usage["prompt_tokens"] += sum(c.prompt_tokens for c in out)
+        self.usage["completion_tokens"] += sum(c.completion_tokens for c in out)
+        return out
 
     def _tick(self, n: int) -> None:
         if self.progress and n:

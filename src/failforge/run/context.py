@@ -40,6 +40,7 @@ class RunContext:
         """The model for a role, loaded once, going through the store (cache + resume)."""
         key = f"{role}:{spec.model_dump_json()}"
         if key not in self._models:
+            self.release(role)  # a role holds one model at a time (e.g. the proposer after training)
             t = time.perf_counter()
             inner = load_model(spec)
             cached = CachedModel(inner, self.store)

@@ -1,0 +1,71 @@
+"""Model versions of a run: which weights each role uses, and training them.
+
+A role starts from the model the config names. Local weights (a GGUF or a
+checkpoint folder) are trainable: a GGUF is converted once into a plain checkpoint.
+Each training step writes its result under ``RUN_DIR/models/<name>/`` and returns a
+new version; the next generation uses the fastest backend that can load it
+(llama.cpp when the weights were exported back into a GGUF, else transformers).
+Server-backed roles (openai, vllm) cannot be trained here: their loop still finds
+failures, and training is skipped with a log line.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from failforge.models.spec import ModelSpec
+from failforge.run.context import RunContext
+from failforge.train.base import ModelVersion, TrainSettings
+
+# Spec fields that describe how to run a model, not which weights: carried over to
+# the spec of a trained version.
+_RUNTIME_FIELDS = ("batch_size", "n_threads", "n_ctx", "device", "dtype")
+
+
+class Versions:
+    def __init__(self, ctx: RunContext):
+        self.ctx = ctx
+        self.models_dir = ctx.run_dir / "models"
+        self._initial: dict[str, str] = {}
+
+    def initial(self, role: str, spec: ModelSpec) -> ModelVersion | None:
+        """The trainable version of a configured model, or None when it is served remotely."""
+        if spec.backend not in ("llamacpp", "transformers"):
+            self.ctx.log(f"{role}: backend {spec.backend} is not trainable here; its training steps are skipped")
+            return None
+        from failforge.models.convert import ensure_checkpoint, is_gguf
+        from failforge.models.registry import resolve_weights
+        from failforge.train.checkpointing import base_version
+
+        path = resolve_weights(spec.model)
+        if is_gguf(path):
+            version = base_version(ensure_checkpoint(path), name=f"{role}-base", gguf=path)
+        else:
+            version = base_version(path, name=f"{role}-base")
+            if spec.adapter:
+                version = version.model_copy(update={"adapter": str(resolve_weights(spec.adapter))})
+        self._initial[role] = version.fingerprint
+        return version
+
+    def spec(self, role: str, version: ModelVersion | None, configured: ModelSpec) -> ModelSpec:
+        """The spec to generate with: the configured one until the role has been trained."""
+        if version is None or self._initial.get(role) == version.fingerprint:
+            return configured
+        runtime = {k: getattr(configured, k) for k in _RUNTIME_FIELDS}
+        spec = version.spec(None)
+        return spec.model_copy(update={k: v for k, v in runtime.items() if k in ModelSpec.model_fields})
+
+    def _out(self, name: str) -> Path:
+        return self.models_dir / name
+
+    def train_sft(self, name: str, base: ModelVersion, rows: list[dict], settings: TrainSettings) -> ModelVersion:
+        from failforge.train import train_sft
+
+        self.ctx.log(f"training {name}: SFT on {len(rows)} rows")
+        return train_sft(base, rows, settings, self._out(name), store=self.ctx.store, name=name, quiet=self.ctx.quiet)
+
+    def train_dpo(self, name: str, base: ModelVersion, rows: list[dict], settings: TrainSettings) -> ModelVersion:
+        from failforge.train import train_dpo
+
+        self.ctx.log(f"training {name}: DPO on {len(rows)} pairs (reference = the previous version)")
+        return train_dpo(base, rows, settings, self._out(name), store=self.ctx.store, ref=base, name=name, quiet=self.ctx.quiet)
