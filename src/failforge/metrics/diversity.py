@@ -65,6 +65,8 @@ def self_bleu(
         for i in indices:
             others = tokens[:i] + tokens[i + 1 :]
             per_n = sentence_bleu(others, tokens[i], weights, smoothing_function=smoothing)
+            if not isinstance(per_n, list):  # NLTK returns a bare number for a single weight tuple
+                per_n = [per_n]
             scores.append(sum(per_n) / len(per_n))
     return sum(scores) / len(scores)
 
