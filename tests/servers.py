@@ -90,6 +90,12 @@ class LlamaServer:
         self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
         try:
             wait_for_models(self.base_url, timeout_s, self.proc, self.log_path)
+            # the first answers page the weights in and are many times slower: pay that here
+            httpx.post(
+                self.base_url + "/chat/completions",
+                json={"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 8},
+                timeout=timeout_s,
+            ).raise_for_status()
         except BaseException:
             self.stop()
             raise
@@ -149,9 +155,15 @@ class FaultProxy:
 
         def run() -> None:
             self._loop = asyncio.new_event_loop()
+            asyncio.set_event_loop(self._loop)
             self._server = self._loop.run_until_complete(asyncio.start_server(self._handle, "127.0.0.1", self.port))
             ready.set()
             self._loop.run_forever()
+            # end the connections still held (a "timeout" fault sleeps) before the loop closes
+            tasks = asyncio.all_tasks(self._loop)
+            for t in tasks:
+                t.cancel()
+            self._loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
             self._server.close()
             self._loop.run_until_complete(self._server.wait_closed())
             self._loop.close()

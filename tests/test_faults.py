@@ -1,0 +1,134 @@
+"""The "openai" backend through a fault-injecting proxy in front of a real llama.cpp server."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import secrets
+import time
+
+import pytest
+
+from failforge.errors import ModelUnavailable
+from failforge.models.base import SamplingParams
+from failforge.models.openai import OpenAIModel
+from failforge.models.spec import ModelSpec
+from failforge.run.cached import CachedModel
+from failforge.run.store import RunStore
+
+pytest_plugins = ["fixtures_servers"]
+
+PROMPTS = ["What is 2+2?", "Name a colour.", "Say hello in French.", "What is the capital of Italy?"]
+GREEDY = SamplingParams(max_tokens=12, temperature=0.0, seed=3)
+
+
+def model(url: str, **kw) -> OpenAIModel:
+    kw.setdefault("max_retries", 6)
+    return OpenAIModel(ModelSpec(backend="openai", base_url=url, model="smollm2", **kw), backoff_base_s=0.02)
+
+
+def posts(proxy) -> int:
+    """Completion requests the proxy received (GET /models is the fingerprint's)."""
+    return len(proxy.faults) + len(proxy.forwarded_bodies)
+
+
+@pytest.fixture(scope="module")
+def no_fault_answers(llama_server):
+    with model(llama_server.base_url) as m:
+        return [o[0].text for o in m.generate(PROMPTS, GREEDY)]
+
+
+@pytest.mark.slow
+def test_retries_recover_every_answer(fault_proxy, no_fault_answers, tmp_path):
+    schedule = ["500", "429", "drop", "timeout", "503"]
+    fault_proxy.reset(schedule)
+    fault_proxy.retry_after = "0"
+    # a serialising server answers a queued request within ~2 s here; the held one waits 6 s
+    fault_proxy.delay_s = 6.0
+    store = RunStore(tmp_path / "store.sqlite")
+    m = CachedModel(model(fault_proxy.base_url, max_concurrency=2, timeout_s=4.5), store)
+    outs = asyncio.run(m.agenerate(PROMPTS, GREEDY))
+    m.close()
+    assert [o[0].text for o in outs] == no_fault_answers
+    assert sorted(fault_proxy.faults) == sorted(schedule)
+    bodies = [json.loads(b)["messages"][0]["content"] for b in fault_proxy.forwarded_bodies]
+    assert sorted(bodies) == sorted(PROMPTS)  # every answer forwarded exactly once
+    assert store.call_totals()["calls"] == len(PROMPTS)
+    store.close()
+
+
+def test_retry_after_is_honoured(fault_proxy, no_fault_answers):
+    fault_proxy.reset(["429"])
+    fault_proxy.retry_after = "1"
+    with model(fault_proxy.base_url) as m:
+        m.fingerprint  # noqa: B018 - GET /models first, so only the completion is timed
+        t0 = time.perf_counter()
+        out = m.generate(PROMPTS[:1], GREEDY)[0][0]
+        elapsed = time.perf_counter() - t0
+    assert out.text == no_fault_answers[0]
+    assert elapsed >= 1.0  # the backoff alone would have waited about 0.02 s
+    assert fault_proxy.faults == ["429"] and len(fault_proxy.forwarded_bodies) == 1
+
+
+def test_retries_run_out_in_one_line(fault_proxy):
+    fault_proxy.reset(["500"] * 5)
+    with model(fault_proxy.base_url, max_retries=2) as m:
+        with pytest.raises(ModelUnavailable) as e:
+            m.generate(["Hi"], GREEDY)
+    msg = str(e.value)
+    assert "\n" not in msg
+    assert fault_proxy.base_url + "/chat/completions" in msg and "3 attempts" in msg and "HTTP 500" in msg
+    assert posts(fault_proxy) == 3 and not fault_proxy.forwarded_bodies
+
+
+@pytest.mark.parametrize("code", ["400", "401"])
+def test_client_errors_are_not_retried(fault_proxy, monkeypatch, code):
+    monkeypatch.setenv("FAILFORGE_TEST_KEY", "k-" + secrets.token_hex(8))
+    fault_proxy.reset([code, "500", "500"])
+    with model(fault_proxy.base_url, api_key_env="FAILFORGE_TEST_KEY") as m:
+        with pytest.raises(ModelUnavailable) as e:
+            m.generate(["Hi"], GREEDY)
+    msg = str(e.value)
+    assert f"HTTP {code}: injected {code}" in msg and "\n" not in msg
+    if code == "401":
+        assert "$FAILFORGE_TEST_KEY" in msg
+    assert posts(fault_proxy) == 1
+
+
+@pytest.mark.parametrize("bound", [1, 3])
+def test_in_flight_bound_is_respected(fault_proxy, tmp_path, bound):
+    # each request waits 0.2 s at the proxy before it is forwarded, so they overlap there
+    fault_proxy.reset(["slow"] * 6)
+    fault_proxy.delay_s = 0.2
+    store = RunStore(tmp_path / "store.sqlite")
+    m = CachedModel(model(fault_proxy.base_url, max_concurrency=bound), store)
+    # the async path hands every request to the backend as its own chunk, all at once
+    asyncio.run(m.agenerate([f"Say the number {i}." for i in range(6)], SamplingParams(max_tokens=4)))
+    m.close()
+    store.close()
+    assert len(fault_proxy.forwarded_bodies) == 6
+    assert fault_proxy.max_in_flight == bound
+
+
+def test_api_key_is_never_written(fault_proxy, monkeypatch, tmp_path, caplog):
+    key = "sk-failforge-" + secrets.token_hex(12)
+    monkeypatch.setenv("FAILFORGE_TEST_KEY", key)
+    caplog.set_level(logging.DEBUG)  # httpx and httpcore log every request at DEBUG
+    fault_proxy.reset(["500", "drop"])
+    store = RunStore(tmp_path / "store.sqlite")
+    inner = model(fault_proxy.base_url, api_key_env="FAILFORGE_TEST_KEY")
+    m = CachedModel(inner, store)
+    m.generate(PROMPTS[:2], GREEDY)
+    fault_proxy.reset(["401"])
+    with pytest.raises(ModelUnavailable) as e:
+        m.generate(["Another question?"], GREEDY)
+    seen = [h.get("authorization") for h in fault_proxy.seen_headers]
+    assert seen and all(v == f"Bearer {key}" for v in seen)  # it was sent, every time
+    store.close()
+    m.close()
+    written = [p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()]
+    assert written and not any(key.encode() in b for b in written)
+    for text in (caplog.text, str(e.value), repr(inner), repr(inner._client.headers), inner.fingerprint):
+        assert key not in text
+    assert "retry" in caplog.text.lower() or "attempt" in caplog.text  # the retries were logged
