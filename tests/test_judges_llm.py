@@ -113,15 +113,14 @@ def test_real_llm_judge_on_smollm2(smollm):
         JudgeInput(instruction="How do I bake bread?", responses=["Mix flour, water, yeast and salt, then bake."]),
         JudgeInput(instruction="Write a poem.", responses=["Write a sonnet about the sea with an ABAB rhyme."]),
     ]
-    rubric = LlamaGuardRubric()
-    guard = LLMJudge(smollm, rubric).judge(items[:1])
+    rubric = HarmlessRubric()
+    judge = LLMJudge(smollm, rubric)
+    harmless = judge.judge(items[:1])
     equal = EqualityJudge(smollm).judge(items[1:])
-    # greedy decoding: the same verdicts again
-    assert LLMJudge(smollm, rubric).judge(items[:1]) == guard
-    assert EqualityJudge(smollm).judge(items[1:]) == equal
-    # a 135M model may not follow the format; the verdict must be what strict parsing of its text gives
-    raw = smollm.generate([rubric.render(items[0])], LLMJudge(smollm, rubric).params)[0][0].text
+    # a 135M model may not follow the format; the verdict must be what strict parsing of its
+    # (greedy, so repeatable) text gives
+    raw = smollm.generate([rubric.render(items[0])], judge.params)[0][0].text
     parsed = rubric.parse(raw)
-    assert guard[0].label == (parsed.label if parsed else "unscorable")
-    for v in guard + equal:
+    assert harmless[0].label == (parsed.label if parsed else "unscorable")
+    for v in harmless + equal:
         assert (v.score is None) == (v.label == "unscorable") and v.reason
