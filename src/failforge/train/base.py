@@ -48,6 +48,10 @@ class TrainSettings(BaseModel):
     gradient_checkpointing: bool | None = None
     #: write the trained weights back into a GGUF so llama.cpp can serve them
     export_gguf: bool = True
+    #: float type of the exported GGUF (norms stay f32 either way)
+    gguf_dtype: Literal["f32", "f16"] = "f16"
+    #: optimizer steps between resumable checkpoints (a killed run redoes at most this many)
+    save_steps: int = Field(50, ge=1)
 
 
 class ModelVersion(BaseModel):
