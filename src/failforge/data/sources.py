@@ -89,7 +89,8 @@ def donotanswer(members: Members, options: dict[str, Any]) -> list[Row]:
         category = PurePosixPath(member).stem
         for i, r in enumerate(_jsonl(member, data), 1):
             where = f"{member}:{i}"
-            rows.append({"prompt": _field(r, "prompt", where), "category": category, "intents": _field(r, "intents", where)})
+            prompt, intents = _field(r, "prompt", where), _field(r, "intents", where)
+            rows.append({"prompt": prompt, "category": category, "intents": intents})
     return rows
 
 
@@ -202,7 +203,8 @@ def question_answers(members: Members, options: dict[str, Any]) -> list[Row]:
         for i, r in enumerate(_jsonl(member, data), 1):
             where = f"{member}:{i}"
             answers = _field(r, "answer", where)
-            rows.append({"question": _field(r, "question", where), "answers": answers if isinstance(answers, list) else [answers]})
+            answers = answers if isinstance(answers, list) else [answers]
+            rows.append({"question": _field(r, "question", where), "answers": answers})
     return rows
 
 
