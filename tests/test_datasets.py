@@ -214,6 +214,19 @@ def test_hub_unreachable_is_one_line_error():
         load("hf:")
 
 
+def test_hub_loader_reads_through_datasets(tmp_path, monkeypatch):
+    # a local folder is a valid load_dataset() name, so the success path runs offline
+    import datasets
+
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "hf-cache")
+    (tmp_path / "hubset").mkdir()
+    (tmp_path / "hubset" / "train.jsonl").write_text('{"question": "q1", "answer": 1}\n{"question": "q2", "answer": 2}\n')
+    rows = load(f"hf:{tmp_path / 'hubset'}")
+    assert [(r["question"], r["answer"]) for r in rows] == [("q1", 1), ("q2", 2)]
+    assert rows[0]["_source"]["file"] == f"hf:{tmp_path / 'hubset'}:default@train"
+    assert (tmp_path / "hf-cache").exists()
+
+
 def test_default_cache_dir_follows_env(monkeypatch, tmp_path):
     monkeypatch.setenv("FAILFORGE_CACHE", str(tmp_path))
     assert default_cache_dir() == tmp_path / "datasets"

@@ -117,10 +117,13 @@ def load_hub(ref: str) -> list[Row]:
     except Exception as e:  # the library raises many types (ConnectionError, HfHubHTTPError, ValueError...)
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]
         raise DatasetError(f"{ref}: could not load from the Hugging Face hub: {first}") from None
+    info = ds.info
     source = Provenance(
-        name=name, package="huggingface-hub", version=getattr(ds.info, "version", None) and str(ds.info.version),
-        licence=(ds.info.license or None), file=f"{name}:{config or 'default'}@{split}",
-    ).model_dump()  # fmt: skip
+        name=name,
+        version=str(info.version) if info.version else None,
+        licence=info.license or None,
+        file=f"hf:{name}:{config or 'default'}@{split}",
+    ).model_dump()
     return [{**_json_safe(row), SOURCE_KEY: source} for row in ds]
 
 
