@@ -51,7 +51,7 @@ def register(app: typer.Typer) -> None:
         """Export training-ready rows with provenance (method, task, iteration, fingerprints, verdict, cost)."""
         from failforge.export import export_run
 
-        res = export_run(run_dir, fmt, what, output, push_repo=push_to_hub)
+        res = export_run(run_dir, fmt, what, output, push_repo=push_to_hub, quiet=_quiet())
         counts = ", ".join(f"{k}: {n:,} rows" for k, n in res.rows.items())
         console = _console()
         console.print(f"wrote {res.path} ({res.format}; {counts})", highlight=False)

@@ -26,6 +26,7 @@ def export_run(
     what: str,
     out: str | Path,
     push_repo: str | None = None,
+    quiet: bool = False,
 ) -> ExportResult:
     """Export ``what`` (pairs|sft|failures|all) of one run as ``fmt`` (jsonl|parquet|hf) to ``out``."""
     kinds = check_what(what)  # bad flags fail before the store is opened
@@ -38,9 +39,9 @@ def export_run(
         tables = {k: build_rows(store, k) for k in kinds}
     finally:
         store.close()
-    path = write_export(tables, fmt, Path(out), as_folder=len(kinds) > 1)
+    path = write_export(tables, fmt, Path(out), as_folder=len(kinds) > 1, quiet=quiet)
     if push_repo:
-        push_to_hub(path, push_repo)
+        push_to_hub(path, push_repo, quiet=quiet)
     return ExportResult(path=str(path), format=fmt, rows={k: len(v) for k, v in tables.items()}, pushed_to=push_repo)
 
 

@@ -10,7 +10,8 @@ import json
 import os
 import shutil
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -63,7 +64,7 @@ def dataset_dict(tables: dict[str, list[dict[str, Any]]]):
     )
 
 
-def write_export(tables: dict[str, list[dict[str, Any]]], fmt: str, out: Path, as_folder: bool) -> Path:
+def write_export(tables: dict[str, list[dict[str, Any]]], fmt: str, out: Path, as_folder: bool, quiet: bool = False) -> Path:
     """Write the tables. One jsonl/parquet table goes to the file ``out``; several
     (or ``hf``) go into the folder ``out``."""
     if fmt not in FORMATS:
@@ -75,7 +76,9 @@ def write_export(tables: dict[str, list[dict[str, Any]]], fmt: str, out: Path, a
 
     def fill(tmp: Path) -> None:
         if fmt == "hf":
-            dataset_dict(tables).save_to_disk(str(tmp))
+            dd = dataset_dict(tables)
+            with _progress_bars(not quiet):
+                dd.save_to_disk(str(tmp))
             return
         targets = {w: (tmp / f"{w}{SUFFIX[fmt]}" if folder else tmp) for w in tables}
         if folder:
@@ -87,18 +90,33 @@ def write_export(tables: dict[str, list[dict[str, Any]]], fmt: str, out: Path, a
     return out
 
 
-def push_to_hub(out: Path, repo: str, private: bool = True) -> None:
+def push_to_hub(out: Path, repo: str, private: bool = True, quiet: bool = False) -> None:
     """Push a saved DatasetDict; any hub or network problem becomes one line."""
     import datasets
 
     try:
-        datasets.load_from_disk(str(out)).push_to_hub(repo, private=private)
+        with _progress_bars(not quiet):
+            datasets.load_from_disk(str(out)).push_to_hub(repo, private=private)
     except Exception as e:  # offline, no token, no such org, timeout: all user-fixable
         msg = str(e).strip().splitlines()[0] if str(e).strip() else ""
         raise FailforgeError(
             f"--push-to-hub {repo}: the Hugging Face Hub is not reachable or refused the push "
             f"({type(e).__name__}{': ' + msg[:200] if msg else ''}); the local export at {out} is complete"
         ) from e
+
+
+@contextmanager
+def _progress_bars(show: bool) -> Iterator[None]:
+    from datasets.utils import are_progress_bars_disabled, disable_progress_bars, enable_progress_bars
+
+    was_disabled = are_progress_bars_disabled()
+    if not show:
+        disable_progress_bars()
+    try:
+        yield
+    finally:
+        if not show and not was_disabled:
+            enable_progress_bars()
 
 
 def _check_target(out: Path, folder: bool) -> None:
