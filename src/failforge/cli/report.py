@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Annotated
 
@@ -64,7 +65,7 @@ def register(app: typer.Typer) -> None:
         as_json: Annotated[bool, typer.Option("--json", help="Print the summaries as JSON.")] = False,
     ) -> None:
         """List the runs in a folder: status (killed = its process is gone), method, task, headline numbers."""
-        from failforge.report.html import fmt_duration, fmt_time
+        from failforge.report.html import fmt_duration
         from failforge.report.summary import list_runs
 
         summaries = list_runs(folder)
@@ -78,23 +79,26 @@ def register(app: typer.Typer) -> None:
         if not summaries:
             console.print(f"no runs in {folder}", highlight=False)
             return
-        table = Table(title=f"runs in {folder}", title_justify="left")
-        for col, kw in [
-            ("run", {}),
+        from rich import box
+
+        table = Table(title=f"runs in {folder}", title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
+        wide = console.width >= 120  # narrow terminals drop the start time rather than wrap every cell
+        columns = [
+            ("run", {"overflow": "fold"}),
             ("status", {}),
             ("method", {}),
             ("task", {}),
             ("iter.", {"justify": "right"}),
-            ("last failure rate", {"justify": "right"}),
+            ("fail rate", {"justify": "right"}),
             ("calls", {"justify": "right"}),
             ("tokens", {"justify": "right"}),
             ("wall time", {"justify": "right"}),
-            ("started", {}),
-        ]:
+        ] + ([("started (UTC)", {"no_wrap": True})] if wide else [])
+        for col, kw in columns:
             table.add_column(col, **kw)
         style = {"finished": "green", "running": "yellow", "interrupted": "yellow", "killed": "red", "failed": "red"}
         for s in summaries:
-            table.add_row(
+            cells = [
                 Path(s.run_dir).name,
                 f"[{style.get(s.status, 'dim')}]{s.status_label}[/]",
                 s.method,
@@ -104,6 +108,8 @@ def register(app: typer.Typer) -> None:
                 f"{s.calls:,}",
                 f"{s.tokens:,}",
                 fmt_duration(s.wall_seconds),
-                fmt_time(s.started_at),
-            )
+            ]
+            if wide:
+                cells.append("\u2014" if s.started_at is None else time.strftime("%Y-%m-%d %H:%M", time.gmtime(s.started_at)))
+            table.add_row(*cells)
         console.print(table)

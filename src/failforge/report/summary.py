@@ -63,8 +63,10 @@ def is_run_dir(path: str | Path) -> bool:
 def open_store(run_dir: str | Path) -> RunStore:
     """The run's store, or a one-line error; never creates an empty store by accident."""
     run_dir = Path(run_dir)
-    if not run_dir.is_dir():
+    if not run_dir.exists():
         raise ConfigError(f"run directory {run_dir}: no such directory")
+    if not run_dir.is_dir():
+        raise ConfigError(f"run directory {run_dir}: not a directory")
     if not is_run_dir(run_dir):
         raise ConfigError(f"{run_dir}: not a run directory (no {STORE_FILE})")
     try:
