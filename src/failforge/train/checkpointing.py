@@ -96,15 +96,22 @@ def weight_settings(settings: TrainSettings) -> dict[str, Any]:
 
 def base_version(checkpoint: str | Path, name: str, gguf: str | Path | None = None) -> ModelVersion:
     """A ModelVersion for an existing plain checkpoint (the first rung of a training ladder)."""
+    from failforge.models.convert import source_sha256
+
     ckpt = Path(checkpoint)
     if not (ckpt / "config.json").exists():
         raise ConfigError(f"checkpoint {ckpt}: no config.json in that folder")
-    return ModelVersion(
-        name=name,
-        checkpoint=str(ckpt),
-        gguf=str(gguf) if gguf else None,
-        fingerprint=fingerprint_of(weights=weights_hash(ckpt)),
-    )
+    # a checkpoint converted from a GGUF is named by that file's hash (no need to re-hash 0.5 GB)
+    source = source_sha256(ckpt)
+    weights = {"gguf_sha256": source} if source else {"weights": weights_hash(ckpt)}
+    return ModelVersion(name=name, checkpoint=str(ckpt), gguf=str(gguf) if gguf else None, fingerprint=fingerprint_of(**weights))
+
+
+def version_from_gguf(gguf: str | Path, name: str | None = None) -> ModelVersion:
+    """The trainable version of a GGUF file: its cached checkpoint conversion, with the GGUF kept for serving."""
+    from failforge.models.convert import ensure_checkpoint
+
+    return base_version(ensure_checkpoint(gguf), name or Path(gguf).stem, gguf=gguf)
 
 
 # --- the step folder --------------------------------------------------------------
