@@ -36,7 +36,7 @@ def cache_root() -> Path:
     return Path(env).expanduser() if env else Path.home() / ".cache" / "failforge"
 
 
-def cached_sha256(path: str | Path) -> str:
+def cached_sha256(path: str | Path, root: Path | None = None) -> str:
     """sha256 of a file, remembered on disk by (absolute path, size, mtime).
 
     Weights are 100 MB and more; hashing them on every model load would cost seconds.
@@ -45,7 +45,7 @@ def cached_sha256(path: str | Path) -> str:
     p = Path(path).resolve()
     st = p.stat()
     stamp = {"path": str(p), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
-    entry = cache_root() / "sha256" / (hashlib.sha1(str(p).encode()).hexdigest() + ".json")
+    entry = (root or cache_root()) / "sha256" / (hashlib.sha1(str(p).encode()).hexdigest() + ".json")
     try:
         saved = json.loads(entry.read_text())
         if {k: saved.get(k) for k in stamp} == stamp:
@@ -69,16 +69,18 @@ def is_gguf(path: str | Path) -> bool:
         return f.read(4) == b"GGUF"
 
 
-def checkpoint_dir_for(gguf_path: str | Path) -> Path:
+def checkpoint_dir_for(gguf_path: str | Path, root: Path | None = None) -> Path:
     """Where :func:`ensure_checkpoint` puts (or has put) the conversion of this file."""
-    return cache_root() / "checkpoints" / cached_sha256(gguf_path)[:16]
+    root = root or cache_root()
+    return root / "checkpoints" / cached_sha256(gguf_path, root)[:16]
 
 
-def ensure_checkpoint(gguf_path: str | Path) -> Path:
+def ensure_checkpoint(gguf_path: str | Path, root: Path | None = None) -> Path:
     """A trainable, saveable transformers checkpoint folder for a GGUF file.
 
-    Converted on first use (a few seconds for a 135M model), then reused: the folder
-    is keyed by the GGUF's sha256, so changed weights get a new folder. Raises
+    Converted on first use (20-50 s for the bundled 135M model on two cores), then
+    reused: the folder is keyed by the GGUF's sha256, so changed weights get a new
+    folder. ``root`` overrides the cache root (tests use a temporary one). Raises
     :class:`ModelUnavailable` for a missing or non-GGUF file or an architecture
     transformers cannot read from GGUF.
     """
@@ -87,13 +89,13 @@ def ensure_checkpoint(gguf_path: str | Path) -> Path:
         raise ModelUnavailable(f"GGUF file {src}: no such file")
     if not is_gguf(src):
         raise ModelUnavailable(f"GGUF file {src}: not a GGUF file (bad magic bytes)")
-    target = checkpoint_dir_for(src)
+    target = checkpoint_dir_for(src, root)
     if (target / SOURCE_FILE).is_file():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
     try:
-        _convert(src, tmp)
+        _convert(src, tmp, root)
         try:
             os.rename(tmp, target)
         except OSError:
@@ -105,7 +107,7 @@ def ensure_checkpoint(gguf_path: str | Path) -> Path:
     return target
 
 
-def _convert(src: Path, out: Path) -> None:
+def _convert(src: Path, out: Path, root: Path | None) -> None:
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, GenerationConfig
 
@@ -138,7 +140,7 @@ def _convert(src: Path, out: Path) -> None:
     tokenizer.save_pretrained(str(out))
     # Last: its presence marks a complete folder.
     (out / SOURCE_FILE).write_text(
-        json.dumps({"gguf": str(src.resolve()), "sha256": cached_sha256(src)}, indent=2)
+        json.dumps({"gguf": str(src.resolve()), "sha256": cached_sha256(src, root)}, indent=2)
     )
 
 

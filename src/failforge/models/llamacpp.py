@@ -153,7 +153,8 @@ class LlamaCppModel(ChatModel):
         # One KV stream per sequence (kv_unified=False): the context is split evenly, so
         # every sequence gets the full spec.n_ctx.
         cparams.n_seq_max = self.batch_size
-        cparams.n_ctx = spec.n_ctx * self.batch_size
+        # llama.cpp sizes each stream in multiples of 256 cells; ask for that so it need not round
+        cparams.n_ctx = -(-spec.n_ctx // 256) * 256 * self.batch_size
         cparams.n_batch = N_BATCH
         cparams.n_ubatch = N_BATCH
         cparams.n_threads = threads
@@ -165,7 +166,9 @@ class LlamaCppModel(ChatModel):
             raise ModelUnavailable(
                 f"model {spec.model!r}: llama.cpp could not create a context (n_ctx={spec.n_ctx}, batch_size={spec.batch_size})"
             )
-        self.n_ctx_seq = llama_cpp.llama_n_ctx_seq(self._ctx)
+        # llama.cpp may round the context up and clamp n_batch to it: use what it really has
+        self.n_ctx_seq = min(spec.n_ctx, llama_cpp.llama_n_ctx_seq(self._ctx))
+        self.n_batch = min(N_BATCH, llama_cpp.llama_n_batch(self._ctx))
         self._mem = llama_cpp.llama_get_memory(self._ctx)
         self._batch = llama_cpp.llama_batch_init(N_BATCH, 0, 1)
         if spec.adapter:
@@ -307,8 +310,8 @@ class LlamaCppModel(ChatModel):
                     n = self._put(batch, n, s.out[-1], s.n_past, s.seq_id, True)
                     outputs.append((n - 1, s))
             for s in running:
-                if s.fed < len(s.prompt) and n < N_BATCH:
-                    take = min(len(s.prompt) - s.fed, N_BATCH - n)
+                if s.fed < len(s.prompt) and n < self.n_batch:
+                    take = min(len(s.prompt) - s.fed, self.n_batch - n)
                     for j in range(take):
                         last = s.fed + j == len(s.prompt) - 1
                         n = self._put(batch, n, s.prompt[s.fed + j], s.fed + j, s.seq_id, last)
