@@ -186,6 +186,7 @@ def test_nice_ticks_cover_the_range_with_round_steps():
     steps = {round(b - a, 9) for a, b in zip(ticks, ticks[1:])}
     assert len(steps) == 1 and steps.pop() in (0.1, 0.2, 0.25, 0.5)
     assert nice_ticks(5.0, 5.0)[0] < 5.0 < nice_ticks(5.0, 5.0)[-1]  # flat series still gets a range
+    assert nice_ticks(0.0, 3.0, integer=True) == [0.0, 1.0, 2.0, 3.0]  # counts: no 0.5 ticks
 
 
 def test_line_chart_escapes_names_and_places_points():

@@ -46,6 +46,8 @@ TITLES: dict[str, str] = {
     "unscorable": "Unscorable verdicts",
 }
 DASHES: tuple[str, ...] = ("", "6 4", "2 3", "10 3 2 3")
+#: metrics that count things: their axes get whole-number ticks
+COUNTS: frozenset[str] = frozenset({"unique_failures", "calls", "tokens", "unscorable"})
 KNOWN_METRICS: list[str] = [m for c in KNOWN_CHARTS for m in (*c.metrics, *(c.band or ()))]
 
 
@@ -98,7 +100,9 @@ def run_charts(run: RunCurves) -> list[Chart]:
             if m in names
         ]
         if series:
-            charts.append(Chart(id=spec.id, title=spec.title, svg=line_chart(spec.title, series, chart_id=spec.id, y_label=spec.y_label)))
+            counts = set(spec.metrics) <= COUNTS
+            svg = line_chart(spec.title, series, chart_id=spec.id, y_label=spec.y_label, integer_y=counts)
+            charts.append(Chart(id=spec.id, title=spec.title, svg=svg))
     for m in names:
         if m not in KNOWN_METRICS:
             s = Series(name=m, points=metric_points(run.metrics, m), color=color(0))
@@ -133,7 +137,7 @@ def overlay_charts(runs: list[RunCurves]) -> list[Chart]:
         ]
         if any(s.points for s in series):
             title = _title_of(m)
-            charts.append(Chart(id=m, title=title, svg=line_chart(title, series, chart_id=m)))
+            charts.append(Chart(id=m, title=title, svg=line_chart(title, series, chart_id=m, integer_y=m in COUNTS)))
     loss: list[Series] = []
     for i, r in enumerate(runs):
         for j, s in enumerate(loss_series(r.train_steps)):

@@ -32,8 +32,8 @@ def color(i: int) -> str:
     return PALETTE[i % len(PALETTE)]
 
 
-def nice_ticks(lo: float, hi: float, target: int = 5) -> list[float]:
-    """Round tick values (1, 2, 5 x 10^k steps) covering [lo, hi]."""
+def nice_ticks(lo: float, hi: float, target: int = 5, integer: bool = False) -> list[float]:
+    """Round tick values (1, 2, 5 x 10^k steps) covering [lo, hi]; whole steps for counts."""
     if not (math.isfinite(lo) and math.isfinite(hi)):
         return [0.0]
     if hi <= lo:
@@ -42,6 +42,8 @@ def nice_ticks(lo: float, hi: float, target: int = 5) -> list[float]:
     raw = (hi - lo) / max(1, target)
     mag = 10 ** math.floor(math.log10(raw))
     step = next(m * mag for m in (1, 2, 5, 10) if m * mag >= raw)
+    if integer:
+        step = max(1.0, step)
     start = math.floor(lo / step) * step
     ticks = []
     v = start
@@ -78,6 +80,7 @@ def line_chart(
     width: int = 560,
     height: int = 280,
     integer_x: bool = True,
+    integer_y: bool = False,
     y_range: tuple[float, float] | None = None,
 ) -> str:
     """One SVG line chart; ``series`` with no points are left out of the legend."""
@@ -112,11 +115,11 @@ def line_chart(
     if x_hi == x_lo:  # one iteration: centre it
         x_lo, x_hi = x_lo - 1, x_hi + 1
     if y_range is not None:
-        y_ticks = nice_ticks(*y_range)
+        y_ticks = nice_ticks(*y_range, integer=integer_y)
     else:
         lo = min(ys)
         lo = 0.0 if lo >= 0 else lo  # counts and rates read best from zero
-        y_ticks = nice_ticks(lo, max(ys))
+        y_ticks = nice_ticks(lo, max(ys), integer=integer_y)
     y_lo, y_hi = y_ticks[0], y_ticks[-1]
 
     def px(x: float) -> float:
