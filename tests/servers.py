@@ -142,6 +142,7 @@ class FaultProxy:
         with self._lock:
             self.schedule = list(schedule or [])
             self.received = 0
+            self.posts_received = 0
             self.forwarded = 0
             self.in_flight = 0
             self.max_in_flight = 0
@@ -189,6 +190,7 @@ class FaultProxy:
     def _next_fault(self, headers: dict[str, str], method: str) -> str:
         with self._lock:
             self.received += 1
+            self.posts_received += method == "POST"
             self.seen_headers.append(headers)
             self.in_flight += 1
             self.max_in_flight = max(self.max_in_flight, self.in_flight)
@@ -215,7 +217,7 @@ class FaultProxy:
                 body = await reader.readexactly(int(headers.get("content-length", "0")))
                 fault = self._next_fault(headers, method)
                 try:
-                    keep = await self._answer(fault, method, target, headers, body, writer)
+                    keep = await self._answer(fault, method, target, headers, body, reader, writer)
                 finally:
                     with self._lock:
                         self.in_flight -= 1
@@ -224,7 +226,7 @@ class FaultProxy:
         finally:
             writer.close()
 
-    async def _answer(self, fault, method, target, headers, body, writer) -> bool:
+    async def _answer(self, fault, method, target, headers, body, reader, writer) -> bool:
         """Write the answer for one request; False closes the connection."""
         if fault == "drop":
             return False  # close without a byte: the client sees a dropped connection
@@ -238,6 +240,8 @@ class FaultProxy:
             return True
         if fault == "slow":
             await asyncio.sleep(self.delay_s)
+            if reader.at_eof():  # the client went away meanwhile: a proxy would not forward it
+                return False
         fwd = {k: v for k, v in headers.items() if k not in ("host", "content-length", "connection")}
         async with httpx.AsyncClient(timeout=600) as client:
             resp = await client.request(method, self.upstream + target, content=body, headers=fwd)

@@ -5,16 +5,22 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import secrets
+import signal
+import subprocess
+import sys
 import time
 
 import pytest
+import yaml
 
 from failforge.errors import ModelUnavailable
 from failforge.models.base import SamplingParams
 from failforge.models.openai import OpenAIModel
 from failforge.models.spec import ModelSpec
 from failforge.run.cached import CachedModel
+from failforge.run.records import AnswerRecord
 from failforge.run.store import RunStore
 
 pytest_plugins = ["fixtures_servers"]
@@ -132,3 +138,68 @@ def test_api_key_is_never_written(fault_proxy, monkeypatch, tmp_path, caplog):
     for text in (caplog.text, str(e.value), repr(inner), repr(inner._client.headers), inner.fingerprint):
         assert key not in text
     assert "retry" in caplog.text.lower() or "attempt" in caplog.text  # the retries were logged
+
+
+def _failforge(*args: str, env: dict) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-c", "from failforge.cli import main; main()", "--quiet", *args],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+
+
+def _answers(run_dir) -> list[tuple[str, list[str]]]:
+    store = RunStore(run_dir / "store.sqlite")
+    try:
+        return sorted((r["id"], r["responses"]) for r in store.records(AnswerRecord.KIND))
+    finally:
+        store.close()
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_without_asking_twice(fault_proxy, tmp_path):
+    """`failforge run` through the proxy, SIGKILLed part-way, then `failforge resume`."""
+    key = "sk-failforge-" + secrets.token_hex(12)
+    env = {**os.environ, "FAILFORGE_TEST_KEY": key}
+    prompts = tmp_path / "prompts.jsonl"
+    texts = PROMPTS + ["Name a fruit.", "What is 3+5?"]
+    prompts.write_text("".join(json.dumps({"id": f"q{i}", "prompt": p}) + "\n" for i, p in enumerate(texts)))
+    config = tmp_path / "job.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "method": "answer",
+                "prompts": str(prompts),
+                "sampling": {"max_tokens": 12, "temperature": 0.0, "seed": 3, "n": 1},
+                "model": {"backend": "openai", "base_url": fault_proxy.base_url, "model": "smollm2",
+                          "api_key_env": "FAILFORGE_TEST_KEY", "max_concurrency": 1},
+            }
+        )
+    )  # fmt: skip
+    n = len(texts)
+
+    whole = _failforge("run", str(config), "--run-dir", str(tmp_path / "whole"), env=env)
+    assert whole.wait(300) == 0, whole.stdout.read().decode()
+    assert len(fault_proxy.forwarded_bodies) == n
+
+    # Every completion now waits 0.4 s at the proxy before it is forwarded. The client
+    # commits each answer before it sends the next request, so a kill while the proxy
+    # holds request 3 leaves answers 1-2 stored and request 3 never forwarded.
+    fault_proxy.reset(["slow"] * 100)
+    fault_proxy.delay_s = 0.4
+    killed = _failforge("run", str(config), "--run-dir", str(tmp_path / "killed"), env=env)
+    deadline = time.monotonic() + 120
+    while fault_proxy.posts_received < 3 and time.monotonic() < deadline and killed.poll() is None:
+        time.sleep(0.02)
+    killed.send_signal(signal.SIGKILL)
+    killed.wait(30)
+    assert killed.returncode == -signal.SIGKILL
+    assert len(fault_proxy.forwarded_bodies) == 2
+    assert len(_answers(tmp_path / "killed")) == 0  # records are written at the end, calls as they come
+
+    resumed = _failforge("resume", str(tmp_path / "killed"), env=env)
+    assert resumed.wait(300) == 0, resumed.stdout.read().decode()
+    assert _answers(tmp_path / "killed") == _answers(tmp_path / "whole")
+    contents = [json.loads(b)["messages"][0]["content"] for b in fault_proxy.forwarded_bodies]
+    assert sorted(contents) == sorted(texts)  # each prompt forwarded once
+    for path in tmp_path.rglob("*"):  # run dirs, logs, stores: the key is in none of them
+        assert not path.is_file() or key.encode() not in path.read_bytes(), path
