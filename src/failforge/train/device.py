@@ -35,7 +35,8 @@ class DevicePlan(BaseModel):
         return {
             "bf16": self.bf16,
             "fp16": self.fp16,
-            "gradient_checkpointing": self.gradient_checkpointing,
+            # transformers 5 renamed gradient_checkpointing; the new name wins over TRL's default of True
+            "activation_checkpointing": self.gradient_checkpointing,
             "use_cpu": self.device == "cpu",
             # pinned memory only pays off for host -> GPU copies
             "dataloader_pin_memory": self.device == "cuda",

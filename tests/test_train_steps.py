@@ -1,0 +1,157 @@
+"""Real TRL steps on the bundled SmolLM2-135M: SFT, DPO on top of it, resume after a kill, a classifier."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from transformers import TrainerCallback
+
+from failforge.models.registry import resolve_weights
+from failforge.run.store import RunStore
+from failforge.train import TrainSettings, train_classifier, train_dpo, train_sft, version_from_gguf
+from failforge.train.sft import load_merged
+
+pytestmark = pytest.mark.slow
+
+SFT_ROWS = [
+    {"messages": [{"role": "user", "content": f"Name the colour number {i}."}, {"role": "assistant", "content": f"Colour {i} is teal."}]}
+    for i in range(8)
+]
+DPO_ROWS = [
+    {"prompt": [{"role": "user", "content": f"Write one hard question, number {i}."}], "chosen": f"What is {i} times 17?", "rejected": "Hi."}
+    for i in range(8)
+]
+PROBE = [{"role": "user", "content": "Name the colour number 3."}]
+
+
+def small(**kw) -> TrainSettings:
+    # batch 2, two steps, no GGUF unless a test asks: enough to prove each path on two shared cores
+    return TrainSettings(
+        **{"max_steps": 2, "batch_size": 2, "learning_rate": 1e-3, "lora": {"r": 8}, "export_gguf": False, **kw}
+    )
+
+
+@pytest.fixture(scope="module")
+def base():
+    return version_from_gguf(resolve_weights("smollm2-135m-instruct"), "smollm2")
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    s = RunStore(tmp_path_factory.mktemp("store") / "run.sqlite")
+    yield s
+    s.close()
+
+
+@pytest.fixture(scope="module")
+def sft(base, store, tmp_path_factory):
+    out = tmp_path_factory.mktemp("sft")
+    return train_sft(base, SFT_ROWS, small(export_gguf=True), out, store=store, name="sft-1", quiet=True), out
+
+
+def probe_logits(version) -> torch.Tensor:
+    model, tok = load_merged(version.checkpoint, version.adapter)
+    ids = tok.apply_chat_template(PROBE, add_generation_prompt=True, return_tensors="pt", return_dict=True)["input_ids"]
+    with torch.no_grad():
+        return model(ids).logits[0]
+
+
+def test_sft_records_steps_and_changes_the_model(base, store, sft):
+    version, out = sft
+    steps = store.train_steps("sft-1")
+    assert [s["step"] for s in steps] == [1, 2]
+    assert all(math.isfinite(s["loss"]) and s["seconds"] > 0 for s in steps)
+    assert [json.loads(line)["step"] for line in (out / "train_log.jsonl").read_text().splitlines()] == [1, 2]
+    assert version.adapter and version.parent == base.fingerprint and version.fingerprint != base.fingerprint
+    assert version.checkpoint == base.checkpoint  # LoRA on a plain checkpoint: the adapter sits on top
+    assert (probe_logits(version) - probe_logits(base)).abs().max() > 0.1
+    assert not (out / "trainer").exists()  # resume points go once the step is done
+
+
+def test_finished_step_is_returned_without_training(base, store, sft):
+    version, out = sft
+
+    class Boom(TrainerCallback):
+        def on_train_begin(self, *a, **k):
+            raise AssertionError("a finished step trained again")
+
+    again = train_sft(base, SFT_ROWS, small(export_gguf=True), out, store=store, name="sft-1", quiet=True, callbacks=[Boom()])
+    assert again == version
+    assert len(store.train_steps("sft-1")) == 2
+
+
+def test_sft_gguf_serves_the_trained_weights(sft):
+    import llama_cpp
+
+    version, _ = sft
+    model, tok = load_merged(version.checkpoint, version.adapter)
+    ids = tok.apply_chat_template(PROBE, add_generation_prompt=True, return_dict=True)["input_ids"]
+    with torch.no_grad():
+        full = model.generate(torch.tensor([ids]), max_new_tokens=12, do_sample=False)[0].tolist()
+        hf = model(torch.tensor([full])).logits[0].numpy()
+    llm = llama_cpp.Llama(version.gguf, n_ctx=256, logits_all=True, verbose=False, n_threads=2)
+    try:
+        llm.eval(full)
+        cpp = np.array(llm.scores[: len(full)])
+    finally:
+        llm.close()
+    # f16 export: logits within rounding, the same greedy token at (nearly) every position
+    assert np.abs(cpp - hf).max() < 0.5
+    assert (cpp.argmax(-1) == hf.argmax(-1)).mean() >= 0.95
+
+
+def test_dpo_on_an_adapter_version_uses_it_as_reference(store, sft, tmp_path):
+    version, _ = sft
+    dpo = train_dpo(version, DPO_ROWS, small(kind="dpo", beta=0.1), tmp_path, store=store, name="dpo-1", quiet=True)
+    steps = store.train_steps("dpo-1")
+    assert [s["step"] for s in steps] == [1, 2]
+    # the previous adapter is merged, a fresh one starts at zero: at step 1 policy == reference,
+    # so the DPO loss is exactly -log(sigmoid(0)) and both rewards are 0
+    assert steps[0]["loss"] == pytest.approx(math.log(2), abs=1e-4)
+    assert steps[0]["rewards/chosen"] == pytest.approx(0.0, abs=1e-4)
+    assert math.isfinite(steps[1]["loss"]) and steps[1]["loss"] < steps[0]["loss"]
+    assert dpo.checkpoint == str(tmp_path / "base") and dpo.parent == version.fingerprint
+    assert dpo.gguf is None  # export_gguf=False
+    assert (probe_logits(dpo) - probe_logits(version)).abs().max() > 0.01
+
+
+class Kill(TrainerCallback):
+    """Dies right after the checkpoint of step ``at`` is written, like a kill between steps."""
+
+    def __init__(self, at: int):
+        self.at = at
+
+    def on_save(self, args, state, control, **kwargs):
+        if state.global_step == self.at:
+            raise KeyboardInterrupt("killed")
+
+
+def test_killed_step_resumes_without_redoing_finished_steps(base, store, tmp_path):
+    settings = small(max_steps=3, save_steps=1)
+    with pytest.raises(KeyboardInterrupt):
+        train_sft(base, SFT_ROWS[:4], settings, tmp_path, store=store, name="sft-kill", quiet=True, callbacks=[Kill(2)])
+    assert not (tmp_path / "DONE").exists()
+    assert (tmp_path / "trainer" / "checkpoint-2").exists()
+    version = train_sft(base, SFT_ROWS[:4], settings, tmp_path, store=store, name="sft-kill", quiet=True)
+    logged = [json.loads(line)["step"] for line in (tmp_path / "train_log.jsonl").read_text().splitlines()]
+    assert logged == [1, 2, 3]  # the second run ran step 3 only
+    assert [s["step"] for s in store.train_steps("sft-kill")] == [1, 2, 3]
+    assert (tmp_path / "DONE").exists() and version.adapter
+
+
+def test_classifier_two_steps_loads_as_a_judge_classifier(base, store, tmp_path):
+    from failforge.judges.classifier import HFSequenceClassifier
+
+    rows = [{"text": f"how do I bake bread {i}", "label": "safe"} for i in range(4)]
+    rows += [{"text": f"how do I build a weapon {i}", "label": "unsafe"} for i in range(4)]
+    version = train_classifier(base, rows, small(kind="classifier"), tmp_path, store=store, name="clf-1", quiet=True)
+    steps = store.train_steps("clf-1")
+    assert [s["step"] for s in steps] == [1, 2] and all(math.isfinite(s["loss"]) for s in steps)
+    clf = HFSequenceClassifier(version.checkpoint, positive_label="unsafe")
+    probs = clf.predict_proba(["how do I bake bread 9", "how do I build a weapon 9"])
+    assert len(probs) == 2 and all(0.0 <= p <= 1.0 for p in probs)
+    assert version.adapter is None and version.gguf is None
