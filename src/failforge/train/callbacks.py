@@ -6,6 +6,8 @@ import json
 import logging
 import math
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from transformers import TrainerCallback
@@ -53,3 +55,25 @@ class StepRecorder(TrainerCallback):
             )
         log.info("%s step %d loss %.4f (%.2f s)", self.version, state.global_step, loss, self._seconds or 0.0)
         self._seconds = None
+
+
+@contextmanager
+def quiet_progress(quiet: bool) -> Iterator[None]:
+    """Silence the progress bars of datasets (tokenising) and transformers (loading) for one step."""
+    if not quiet:
+        yield
+        return
+    import datasets
+    from transformers.utils import logging as hf_logging
+
+    was_ds = datasets.is_progress_bar_enabled()
+    was_hf = hf_logging.is_progress_bar_enabled()
+    datasets.disable_progress_bars()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_ds:
+            datasets.enable_progress_bars()
+        if was_hf:
+            hf_logging.enable_progress_bar()

@@ -47,55 +47,58 @@ def train_classifier(
     step.claim()
     checkpoint = plain_checkpoint(base, step)
     if not (step.model_dir / "config.json").exists():
-        import torch
-        from datasets import Dataset
-        from transformers import (
-            AutoModelForSequenceClassification,
-            AutoTokenizer,
-            DataCollatorWithPadding,
-            Trainer,
-            TrainingArguments,
-        )
+        from failforge.train.callbacks import quiet_progress
 
-        plan = plan_device(settings)
-        plan.apply()
-        tokenizer = AutoTokenizer.from_pretrained(str(checkpoint))
-        if tokenizer.pad_token is None:
-            tokenizer.pad_token = tokenizer.eos_token
-        model = AutoModelForSequenceClassification.from_pretrained(
-            str(checkpoint),
-            num_labels=len(labels),
-            id2label=dict(enumerate(labels)),
-            label2id={label: i for i, label in enumerate(labels)},
-            dtype=torch.float32,
-        )
-        # decoder-only classifiers read the last non-pad token, so the model must know the pad id
-        model.config.pad_token_id = tokenizer.pad_token_id
-        peft = lora_config(settings, "SEQ_CLS")
-        if peft is not None:
-            from peft import get_peft_model
+        with quiet_progress(quiet):
+            import torch
+            from datasets import Dataset
+            from transformers import (
+                AutoModelForSequenceClassification,
+                AutoTokenizer,
+                DataCollatorWithPadding,
+                Trainer,
+                TrainingArguments,
+            )
 
-            model = get_peft_model(model, peft)  # SEQ_CLS also trains the new head in full
+            plan = plan_device(settings)
+            plan.apply()
+            tokenizer = AutoTokenizer.from_pretrained(str(checkpoint))
+            if tokenizer.pad_token is None:
+                tokenizer.pad_token = tokenizer.eos_token
+            model = AutoModelForSequenceClassification.from_pretrained(
+                str(checkpoint),
+                num_labels=len(labels),
+                id2label=dict(enumerate(labels)),
+                label2id={label: i for i, label in enumerate(labels)},
+                dtype=torch.float32,
+            )
+            # decoder-only classifiers read the last non-pad token, so the model must know the pad id
+            model.config.pad_token_id = tokenizer.pad_token_id
+            peft = lora_config(settings, "SEQ_CLS")
+            if peft is not None:
+                from peft import get_peft_model
 
-        def encode(batch):
-            return tokenizer(batch["text"], truncation=True, max_length=settings.max_length)
+                model = get_peft_model(model, peft)  # SEQ_CLS also trains the new head in full
 
-        dataset = Dataset.from_list(data).map(encode, batched=True, remove_columns=["text"])
-        trainer = Trainer(
-            model=model,
-            args=TrainingArguments(**trainer_args(settings, plan, step.trainer_dir, quiet)),
-            train_dataset=dataset,
-            data_collator=DataCollatorWithPadding(tokenizer),
-            processing_class=tokenizer,
-        )
-        step.train(trainer, name, store, quiet, callbacks)
-        trained = trainer.model
-        if peft is not None:
-            trained = trained.merge_and_unload()
-        with atomic_dir(step.model_dir) as tmp:
-            trained.save_pretrained(tmp)
-            tokenizer.save_pretrained(tmp)
-        del trainer, model, trained
+            def encode(batch):
+                return tokenizer(batch["text"], truncation=True, max_length=settings.max_length)
+
+            dataset = Dataset.from_list(data).map(encode, batched=True, remove_columns=["text"])
+            trainer = Trainer(
+                model=model,
+                args=TrainingArguments(**trainer_args(settings, plan, step.trainer_dir, quiet)),
+                train_dataset=dataset,
+                data_collator=DataCollatorWithPadding(tokenizer),
+                processing_class=tokenizer,
+            )
+            step.train(trainer, name, store, quiet, callbacks)
+            trained = trainer.model
+            if peft is not None:
+                trained = trained.merge_and_unload()
+            with atomic_dir(step.model_dir) as tmp:
+                trained.save_pretrained(tmp)
+                tokenizer.save_pretrained(tmp)
+            del trainer, model, trained
     version = ModelVersion(
         name=name,
         checkpoint=str(step.model_dir),

@@ -65,35 +65,38 @@ def train_dpo(
     step.claim()
     checkpoint = plain_checkpoint(base, step)
     if not weights_saved(step, settings):
-        from datasets import Dataset
-        from trl import DPOConfig, DPOTrainer
+        from failforge.train.callbacks import quiet_progress
 
-        plan = plan_device(settings)
-        plan.apply()
-        model, tokenizer = load_causal_lm(checkpoint, plan, settings)
-        ref_model = None
-        if separate_ref:
-            ref_model, _ = load_merged(ref.checkpoint, ref.adapter)
-        elif settings.lora is None:
-            ref_model, _ = load_causal_lm(checkpoint)  # full fine-tuning: a frozen copy of the previous version
-        if ref_model is not None:
-            ref_model.requires_grad_(False)
-        args = DPOConfig(
-            **trainer_args(settings, plan, step.trainer_dir, quiet),
-            beta=settings.beta,
-            max_length=settings.max_length,
-        )
-        trainer = DPOTrainer(
-            model=model,
-            ref_model=ref_model,
-            args=args,
-            train_dataset=Dataset.from_list(data),
-            processing_class=tokenizer,
-            peft_config=lora_config(settings, "CAUSAL_LM"),
-        )
-        step.train(trainer, name, store, quiet, callbacks)
-        save_weights(trainer.model, tokenizer, step, settings)
-        del trainer, model, ref_model
+        with quiet_progress(quiet):
+            from datasets import Dataset
+            from trl import DPOConfig, DPOTrainer
+
+            plan = plan_device(settings)
+            plan.apply()
+            model, tokenizer = load_causal_lm(checkpoint, plan, settings)
+            ref_model = None
+            if separate_ref:
+                ref_model, _ = load_merged(ref.checkpoint, ref.adapter)
+            elif settings.lora is None:
+                ref_model, _ = load_causal_lm(checkpoint)  # full fine-tuning: a frozen copy of the previous version
+            if ref_model is not None:
+                ref_model.requires_grad_(False)
+            args = DPOConfig(
+                **trainer_args(settings, plan, step.trainer_dir, quiet),
+                beta=settings.beta,
+                max_length=settings.max_length,
+            )
+            trainer = DPOTrainer(
+                model=model,
+                ref_model=ref_model,
+                args=args,
+                train_dataset=Dataset.from_list(data),
+                processing_class=tokenizer,
+                peft_config=lora_config(settings, "CAUSAL_LM"),
+            )
+            step.train(trainer, name, store, quiet, callbacks)
+            save_weights(trainer.model, tokenizer, step, settings)
+            del trainer, model, ref_model
     return finish_causal(step, base, settings, name, checkpoint)
 
 

@@ -57,27 +57,30 @@ def train_sft(
     step.claim()
     checkpoint = plain_checkpoint(base, step)
     if not weights_saved(step, settings):
-        from datasets import Dataset
-        from trl import SFTConfig, SFTTrainer
+        from failforge.train.callbacks import quiet_progress
 
-        plan = plan_device(settings)
-        plan.apply()
-        model, tokenizer = load_causal_lm(checkpoint, plan, settings)
-        args = SFTConfig(
-            **trainer_args(settings, plan, step.trainer_dir, quiet),
-            max_length=settings.max_length,
-            completion_only_loss=True,
-        )
-        trainer = SFTTrainer(
-            model=model,
-            args=args,
-            train_dataset=Dataset.from_list(data),
-            processing_class=tokenizer,
-            peft_config=lora_config(settings, "CAUSAL_LM"),
-        )
-        step.train(trainer, name, store, quiet, callbacks)
-        save_weights(trainer.model, tokenizer, step, settings)
-        del trainer, model
+        with quiet_progress(quiet):
+            from datasets import Dataset
+            from trl import SFTConfig, SFTTrainer
+
+            plan = plan_device(settings)
+            plan.apply()
+            model, tokenizer = load_causal_lm(checkpoint, plan, settings)
+            args = SFTConfig(
+                **trainer_args(settings, plan, step.trainer_dir, quiet),
+                max_length=settings.max_length,
+                completion_only_loss=True,
+            )
+            trainer = SFTTrainer(
+                model=model,
+                args=args,
+                train_dataset=Dataset.from_list(data),
+                processing_class=tokenizer,
+                peft_config=lora_config(settings, "CAUSAL_LM"),
+            )
+            step.train(trainer, name, store, quiet, callbacks)
+            save_weights(trainer.model, tokenizer, step, settings)
+            del trainer, model
     return finish_causal(step, base, settings, name, checkpoint)
 
 
