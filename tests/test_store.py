@@ -99,3 +99,22 @@ def test_expand_is_conversation_major():
     reqs = expand([as_conversation("a"), as_conversation("b")], SamplingParams(n=2))
     assert [(r.messages[0].content, r.sample_index) for r in reqs] == [("a", 0), ("a", 1), ("b", 0), ("b", 1)]
     assert [r.seed for r in reqs] == [0, 1, 0, 1]
+
+
+def test_sync_generate_overlaps_requests_of_an_async_backend(store):
+    import asyncio
+
+    class SlowAsync(EchoModel):
+        preferred_chunk = 1
+        in_flight = peak = 0
+
+        async def _acomplete(self, requests):
+            SlowAsync.in_flight += 1
+            SlowAsync.peak = max(SlowAsync.peak, SlowAsync.in_flight)
+            await asyncio.sleep(0.05)
+            SlowAsync.in_flight -= 1
+            return self._complete(requests)
+
+    model = CachedModel(SlowAsync(), store)
+    out = model.generate(["a", "b", "c", "d"])
+    assert len(out) == 4 and SlowAsync.peak == 4

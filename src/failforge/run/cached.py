@@ -8,7 +8,8 @@ loses at most the chunk in flight.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+import concurrent.futures
+from collections.abc import Callable, Coroutine
 
 from failforge.models.base import ChatModel, Completion, Request
 from failforge.run.store import RunStore
@@ -64,6 +65,10 @@ class CachedModel(ChatModel):
             self.progress(n)
 
     def _complete(self, requests: list[Request]) -> list[Completion]:
+        if type(self.inner)._acomplete is not ChatModel._acomplete:
+            # A natively async backend (a server client) only overlaps requests on the
+            # async path; chunk by chunk here would send them one at a time.
+            return _run_sync(self._acomplete(requests))
         keys, found, missing = self._split(requests)
         self._tick(len(requests) - len(missing))
         for i in range(0, len(missing), self.chunk_size):
@@ -95,3 +100,13 @@ class CachedModel(ChatModel):
 
     def close(self) -> None:
         self.inner.close()
+
+
+def _run_sync(coro: Coroutine):
+    """Run a coroutine to completion from sync code, also when a loop is running (a notebook)."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coro)
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coro).result()
