@@ -292,16 +292,21 @@ class LlamaCppModel(ChatModel):
 
     def _run(self, requests: list[Request]) -> list[Completion]:
         ll = self._ll
-        ll.llama_memory_clear(self._mem, True)
         results: list[Completion | None] = [None] * len(requests)
         pending = deque(range(len(requests)))
         free_ids = list(range(self.batch_size - 1, -1, -1))
         running: list[_Seq] = []
         batch = self._batch
         while pending or running:
+            if not running:
+                # nothing is running (the start, or a whole batch just ended): start clean
+                ll.llama_memory_clear(self._mem, True)
             while pending and free_ids:
                 i = pending.popleft()
                 running.append(self._new_seq(i, requests[i], free_ids.pop()))
+            # Tokens in ascending seq_id order: llama.cpp decodes a batch whose streams come
+            # out of order markedly slower (measured 30-50% per step with 4 streams).
+            running.sort(key=lambda s: s.seq_id)
             # Fill the batch: one token for each decoding sequence, then prompt tokens.
             n = 0
             outputs: list[tuple[int, _Seq]] = []
@@ -330,6 +335,7 @@ class LlamaCppModel(ChatModel):
                 running.remove(s)
                 ll.llama_memory_seq_rm(self._mem, s.seq_id, -1, -1)
                 free_ids.append(s.seq_id)
+                free_ids.sort(reverse=True)  # pop() hands out the lowest free id
                 results[s.index] = Completion(
                     text=s.text,
                     prompt_tokens=len(s.prompt),
