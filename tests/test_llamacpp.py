@@ -157,3 +157,11 @@ def test_weight_hash_is_cached_by_path_size_and_mtime(tmp_path, monkeypatch):
     f.write_bytes(b"abcd")  # new size: the entry is stale
     monkeypatch.undo()
     assert convert.cached_sha256(f, root=tmp_path / "cache") != first
+
+
+def test_prompt_longer_than_one_decode_call_is_fed_in_pieces(llamacpp_model, llamacpp_model_b1):
+    long = _req("Summarise this text. " + "The cat sat on the mat and looked at the dog. " * 60, max_tokens=4)
+    assert len(llamacpp_model.prompt_tokens(long)) > llamacpp_model.n_batch  # needs two decode calls
+    together = llamacpp_model.complete([_req("Hi", max_tokens=4), long])[1]
+    alone = llamacpp_model_b1.complete([long])[0]
+    assert together.text == alone.text and together.prompt_tokens == alone.prompt_tokens

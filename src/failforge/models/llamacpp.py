@@ -128,6 +128,8 @@ class LlamaCppModel(ChatModel):
         self.path = resolve_weights(spec.model)
         if not is_gguf(self.path):
             raise ModelUnavailable(f"model {spec.model!r}: {self.path} is not a GGUF file (llamacpp needs one)")
+        if spec.batch_size > 256:  # LLAMA_MAX_SEQ: llama.cpp's limit on sequences in one context
+            raise ConfigError(f"batch_size: llamacpp decodes at most 256 sequences together, got {spec.batch_size}")
         self.batch_size = spec.batch_size
         self.preferred_chunk = spec.batch_size
         self._lock = threading.Lock()
@@ -307,16 +309,18 @@ class LlamaCppModel(ChatModel):
             # Tokens in ascending seq_id order: llama.cpp decodes a batch whose streams come
             # out of order markedly slower (measured 30-50% per step with 4 streams).
             running.sort(key=lambda s: s.seq_id)
-            # Fill the batch: one token for each decoding sequence, then prompt tokens.
+            # Fill the batch: one token for each decoding sequence; prompt tokens of newly
+            # admitted ones in the room left (a long prompt takes several steps).
             n = 0
             outputs: list[tuple[int, _Seq]] = []
+            room = self.n_batch - sum(s.fed == len(s.prompt) for s in running)
             for s in running:
                 if s.fed == len(s.prompt):
                     n = self._put(batch, n, s.out[-1], s.n_past, s.seq_id, True)
                     outputs.append((n - 1, s))
-            for s in running:
-                if s.fed < len(s.prompt) and n < self.n_batch:
-                    take = min(len(s.prompt) - s.fed, self.n_batch - n)
+                elif room > 0:
+                    take = min(len(s.prompt) - s.fed, room)
+                    room -= take
                     for j in range(take):
                         last = s.fed + j == len(s.prompt) - 1
                         n = self._put(batch, n, s.prompt[s.fed + j], s.fed + j, s.seq_id, last)
