@@ -131,15 +131,15 @@ class Kill(TrainerCallback):
 
 
 def test_killed_step_resumes_without_redoing_finished_steps(base, store, tmp_path):
-    settings = small(max_steps=3, save_steps=1)
+    settings = small(max_steps=2, save_steps=1, batch_size=1)
     with pytest.raises(KeyboardInterrupt):
-        train_sft(base, SFT_ROWS[:4], settings, tmp_path, store=store, name="sft-kill", quiet=True, callbacks=[Kill(2)])
+        train_sft(base, SFT_ROWS[:2], settings, tmp_path, store=store, name="sft-kill", quiet=True, callbacks=[Kill(1)])
     assert not (tmp_path / "DONE").exists()
-    assert (tmp_path / "trainer" / "checkpoint-2").exists()
-    version = train_sft(base, SFT_ROWS[:4], settings, tmp_path, store=store, name="sft-kill", quiet=True)
+    assert (tmp_path / "trainer" / "checkpoint-1").exists()
+    version = train_sft(base, SFT_ROWS[:2], settings, tmp_path, store=store, name="sft-kill", quiet=True)
     logged = [json.loads(line)["step"] for line in (tmp_path / "train_log.jsonl").read_text().splitlines()]
-    assert logged == [1, 2, 3]  # the second run ran step 3 only
-    assert [s["step"] for s in store.train_steps("sft-kill")] == [1, 2, 3]
+    assert logged == [1, 2]  # the second run ran step 2 only
+    assert [s["step"] for s in store.train_steps("sft-kill")] == [1, 2]
     assert (tmp_path / "DONE").exists() and version.adapter
 
 

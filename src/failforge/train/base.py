@@ -42,8 +42,8 @@ class TrainSettings(BaseModel):
     #: DPO temperature
     beta: float = Field(0.1, gt=0)
     seed: int = 0
-    #: "auto" picks per device: fp32 and no gradient checkpointing on CPU (bf16 autocast
-    #: makes a CPU LoRA step ~20x slower), bf16 on GPUs that support it
+    #: "auto" picks per device: fp32 and no gradient checkpointing on CPU (bf16 autocast +
+    #: checkpointing made a CPU LoRA DPO step ~2x slower, see docs/training.md), bf16 on GPUs
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     gradient_checkpointing: bool | None = None
     #: write the trained weights back into a GGUF so llama.cpp can serve them

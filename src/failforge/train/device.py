@@ -1,8 +1,10 @@
 """Per-device training settings: precision, gradient checkpointing, CPU threads.
 
 TRL's configs default to bf16 autocast and gradient checkpointing. Both help on a
-GPU and hurt on a CPU: a LoRA SFT step on SmolLM2-135M took ~40 s with them and
-~2 s without (batch 4, ~60 tokens), so "auto" turns both off on a CPU.
+GPU. On a CPU, checkpointing only recomputes activations, and bf16 is only as fast as
+the CPU's bf16 instructions: a LoRA DPO step on SmolLM2-135M (batch 4 x 256 tokens)
+took about twice as long with them (bench/train_step.py, docs/training.md), so
+"auto" turns both off on a CPU and trains in exact float32.
 """
 
 from __future__ import annotations
