@@ -84,7 +84,7 @@ class ReverseGenConfig(MethodConfig):
     proposer_temperature: float = Field(1.0, ge=0)
     proposer_top_p: float | None = Field(None, gt=0, le=1)
     proposer_max_tokens: int = Field(64, ge=8)
-    target_max_tokens: int = Field(96, ge=8)
+    target_max_tokens: int = Field(128, ge=8)
     train: ReverseGenTraining = Field(default_factory=ReverseGenTraining)
     #: embedding diversity metrics (inner similarity, novelty) with all-MiniLM-L6-v2
     embedding_metrics: bool = True

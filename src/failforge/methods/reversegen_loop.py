@@ -151,20 +151,26 @@ class ReverseGenLoop:
 
         # 2. parse, drop invalid ones and near-duplicates
         raw: list[tuple[str, Candidate]] = []
-        n_samples = n_invalid = 0
+        n_samples = n_invalid = n_copied = 0
+        seed_texts = {s.text.strip().lower() for s in self.pool}
         for prompt, comps in zip(prompts, outs):
             for c in comps:
                 n_samples += 1
                 cand = self.task.parse(c.text)
                 if cand is None:
                     n_invalid += 1
+                elif cand.text.strip().lower() in seed_texts:  # a copied seed is not a new instruction
+                    n_copied += 1
                 else:
                     raw.append((prompt[0].content, cand))
         if cfg.validity is not None and raw:
             raw = self._validity_filter(raw)
         kept = minhash_dedup([c.text for _, c in raw], threshold=cfg.dedup_threshold)
         items = [raw[i] for i in kept]
-        ctx.log(f"iteration {it}: {n_samples} samples, {n_invalid} invalid, {len(raw) - len(items)} near-duplicates, {len(items)} instructions")
+        ctx.log(
+            f"iteration {it}: {n_samples} samples, {n_invalid} invalid, {n_copied} copied seeds, "
+            f"{len(raw) - len(items)} near-duplicates, {len(items)} instructions"
+        )
 
         # 3. the target answers; 4. the judge labels
         tparams = self.task.target_params(SamplingParams(max_tokens=cfg.target_max_tokens, seed=cfg.seed))
@@ -195,7 +201,7 @@ class ReverseGenLoop:
             )
         put(self.store, records, iteration=it)
         usage = {role: {k: m.usage[k] - usage0[role][k] for k in m.usage} for role, m in (("proposer", proposer), ("target", target))}
-        self.store.put_metrics(it, self._metrics(it, records, n_samples, n_invalid, usage))
+        self.store.put_metrics(it, {**self._metrics(it, records, n_samples, n_invalid, usage), "copied_seeds": n_copied})
         return records
 
     def _validity_filter(self, raw):

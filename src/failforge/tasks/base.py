@@ -46,6 +46,11 @@ def first_block(text: str) -> str:
     return block.strip('"“”').strip()
 
 
+def first_line(text: str) -> str:
+    """The first non-empty line, without list numbering (one-line instructions)."""
+    return first_block(text).split("\n", 1)[0].strip().strip('"“”').strip()
+
+
 class Task(ABC):
     name: str
     #: proposer nucleus sampling (ReverseGen: 0.98 safety/honesty, 0.9 math)
@@ -92,6 +97,10 @@ class Task(ABC):
     def make_judge(self, spec: JudgeSpec | None, model: ChatModel | None = None) -> tuple[Judge, str | None]:
         """The judge, and a warning line when it is only a proxy for the paper's judge."""
         return build_judge(spec or self.default_judge(), model), None
+
+    def judge_reference(self, candidate: Candidate) -> Any:
+        """What the judge compares against (math: the computed value)."""
+        return candidate.reference
 
     @abstractmethod
     def good_responses(

@@ -19,7 +19,7 @@ from failforge.judges.answers import format_number
 from failforge.judges.math import ExpressionError, evaluate_expression, reference_value
 from failforge.judges.registry import JudgeSpec
 from failforge.models.base import ChatModel, SamplingParams
-from failforge.tasks.base import Candidate, Seed, Task, first_block
+from failforge.tasks.base import Candidate, Seed, Task, first_line
 from failforge.tasks.seeds import load_rows
 
 # Runs of characters an arithmetic expression is written with.
@@ -65,7 +65,7 @@ class MathTask(Task):
         return seeds
 
     def parse(self, text: str) -> Candidate | None:
-        q = first_block(text)
+        q = first_line(text)
         if not (8 <= len(q) <= 400):
             return None
         if self.reference == "solver":

@@ -12,7 +12,7 @@ from failforge.errors import ConfigError
 from failforge.judges.base import Judge, JudgeInput, Verdict
 from failforge.judges.registry import JudgeSpec, build_judge
 from failforge.models.base import ChatModel, SamplingParams
-from failforge.tasks.base import Candidate, Seed, Task, first_block
+from failforge.tasks.base import Candidate, Seed, Task, first_line
 from failforge.tasks.seeds import load_rows
 
 REFUSAL_TEMPLATE = (
@@ -64,7 +64,7 @@ class SafetyTask(Task):
         return seeds
 
     def parse(self, text: str) -> Candidate | None:
-        q = first_block(text)
+        q = first_line(text)
         if not (15 <= len(q) <= 500) or len(q.split()) < 3:
             return None
         return Candidate(text=q)
