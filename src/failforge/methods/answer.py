@@ -7,13 +7,11 @@ model's answers to a dataset.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import Field
 
-from failforge.config import read_text_strict
 from failforge.errors import ConfigError
 from failforge.methods.base import Method, MethodConfig
 from failforge.models.base import SamplingParams
@@ -34,16 +32,13 @@ class AnswerConfig(MethodConfig):
 
 
 def read_prompts(path: str, limit: int | None = None) -> list[dict[str, Any]]:
+    """Prompts from a JSONL/JSON/CSV/Parquet file with a non-empty "prompt" per row."""
+    from failforge.data.loaders import load_local
+
     rows = []
-    for i, line in enumerate(read_text_strict(path, "prompts file").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise ConfigError(f"prompts file {path}: line {i}: invalid JSON: {e.msg}") from None
-        if not isinstance(row, dict) or not isinstance(row.get("prompt"), str) or not row["prompt"].strip():
-            raise ConfigError(f"prompts file {path}: line {i}: needs a non-empty string field 'prompt'")
+    for i, row in enumerate(load_local(path), start=1):
+        if not isinstance(row.get("prompt"), str) or not row["prompt"].strip():
+            raise ConfigError(f"prompts file {path}: row {i}: needs a non-empty string field 'prompt'")
         rows.append({"id": str(row.get("id", i)), "prompt": row["prompt"]})
     if not rows:
         raise ConfigError(f"prompts file {path}: no prompts")
