@@ -18,6 +18,8 @@ def _console() -> Console:
 
 def _print_summary(summary: dict) -> None:
     out = Console()
+    if not out.is_terminal:  # piped output: a readable table, not one squeezed into 80 columns
+        out = Console(width=120)
     table = summary.pop("table", None)
     if table is not None and not cli_state.state.quiet:
         out.print(table)

@@ -14,7 +14,7 @@ _MODULES = {
 
 METHOD_NAMES = tuple(_MODULES)
 #: what `failforge run` with no config runs
-DEFAULT_METHOD = "answer"
+DEFAULT_METHOD = "reversegen"
 
 
 def get_method(name: str) -> type[Method]:

@@ -275,14 +275,20 @@ class ReverseGenLoop:
     def _dpo_rows(self, it: int, attempts: list[AttemptRecord]) -> list[dict]:
         judged = [Judged(a.proposer_prompt, a.instruction, a.failed, a.id) for a in attempts if a.label != "unscorable"]
         pairs = build_pairs(judged, random.Random(f"{self.cfg.seed}-pairs-{it}"), self.cfg.train.pairs_per_prompt)
+        cost = {a.id: a.provenance for a in attempts}
         records = [
             PairRecord(
-                id=f"it{it}-{p.chosen.attempt_id}-{p.rejected.attempt_id}",
+                id=f"pair-{p.chosen.attempt_id}-{p.rejected.attempt_id}",
                 prompt=p.prompt,
                 chosen=p.chosen.instruction,
                 rejected=p.rejected.instruction,
                 harmful_content=self.cfg.task == "safety",
-                provenance=self._prov(it, seeds=[p.chosen.attempt_id, p.rejected.attempt_id]),
+                provenance=self._prov(
+                    it,
+                    seeds=[p.chosen.attempt_id, p.rejected.attempt_id],
+                    calls=cost[p.chosen.attempt_id].calls + cost[p.rejected.attempt_id].calls,
+                    tokens=cost[p.chosen.attempt_id].tokens + cost[p.rejected.attempt_id].tokens,
+                ),
             )
             for p in pairs
         ]
@@ -316,7 +322,9 @@ class ReverseGenLoop:
                     id=f"sft-{a.id}",
                     messages=messages,
                     harmful_content=self.cfg.task == "safety",
-                    provenance=self._prov(a.provenance.iteration, seeds=[a.id]),
+                    provenance=self._prov(
+                        a.provenance.iteration, seeds=[a.id], calls=a.provenance.calls, tokens=a.provenance.tokens
+                    ),
                 )
             )
         put(self.store, records)

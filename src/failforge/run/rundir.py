@@ -92,7 +92,7 @@ def _execute(method_cls, config, run_dir: Path, quiet: bool, console: Console | 
         raise
     else:
         store.set_meta(status="finished", finished_at=time.time(), totals=store.call_totals())
-        ctx.log(f"finished: {summary}")
+        ctx.log("finished: " + ", ".join(f"{k}={v}" for k, v in summary.items() if k != "table"))
         return {"run_dir": str(run_dir), **summary}
     finally:
         ctx.close()
