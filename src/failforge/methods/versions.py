@@ -11,6 +11,7 @@ failures, and training is skipped with a log line.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 from failforge.models.spec import ModelSpec
@@ -58,14 +59,31 @@ class Versions:
     def _out(self, name: str) -> Path:
         return self.models_dir / name
 
+    @property
+    def _quiet(self) -> bool:
+        # Trainer progress bars only on a terminal; logs and the store get every step anyway.
+        return self.ctx.quiet or not self.ctx.console.is_terminal
+
+    def _done(self, name: str, started: float) -> None:
+        steps = self.ctx.store.train_steps(name)
+        loss = next((s["loss"] for s in reversed(steps) if s["loss"] is not None), None)
+        shown = "-" if loss is None else f"{loss:.3f}"
+        self.ctx.log(f"trained {name}: {len(steps)} steps, last loss {shown}, {time.perf_counter() - started:.1f}s")
+
     def train_sft(self, name: str, base: ModelVersion, rows: list[dict], settings: TrainSettings) -> ModelVersion:
         from failforge.train import train_sft
 
         self.ctx.log(f"training {name}: SFT on {len(rows)} rows")
-        return train_sft(base, rows, settings, self._out(name), store=self.ctx.store, name=name, quiet=self.ctx.quiet)
+        t = time.perf_counter()
+        version = train_sft(base, rows, settings, self._out(name), store=self.ctx.store, name=name, quiet=self._quiet)
+        self._done(name, t)
+        return version
 
     def train_dpo(self, name: str, base: ModelVersion, rows: list[dict], settings: TrainSettings) -> ModelVersion:
         from failforge.train import train_dpo
 
         self.ctx.log(f"training {name}: DPO on {len(rows)} pairs (reference = the previous version)")
-        return train_dpo(base, rows, settings, self._out(name), store=self.ctx.store, ref=base, name=name, quiet=self.ctx.quiet)
+        t = time.perf_counter()
+        version = train_dpo(base, rows, settings, self._out(name), store=self.ctx.store, ref=base, name=name, quiet=self._quiet)
+        self._done(name, t)
+        return version

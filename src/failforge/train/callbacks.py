@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import warnings
 import math
 import time
 from collections.abc import Iterator
@@ -71,7 +72,10 @@ def quiet_progress(quiet: bool) -> Iterator[None]:
     datasets.disable_progress_bars()
     hf_logging.disable_progress_bar()
     try:
-        yield
+        with warnings.catch_warnings():
+            # transformers 5 deprecation notices about names TRL still uses: noise for our users
+            warnings.filterwarnings("ignore", category=FutureWarning, module=r"transformers\.")
+            yield
     finally:
         if was_ds:
             datasets.enable_progress_bars()
