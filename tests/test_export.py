@@ -37,14 +37,14 @@ def test_jsonl_rows_carry_provenance_and_verdicts(run_dir, tmp_path):
     for rows, what in ((pairs, "pairs"), (sft, "sft"), (fails, "failures")):
         assert all(list(r) == [n for n, _ in SCHEMAS[what]] for r in rows), what  # same columns, same order
     p = pairs[0]
-    assert (p["method"], p["task"], p["iteration"], p["judge"]) == ("reversegen", "safety", 0, "refusal@2")
+    assert (p["method"], p["task"], p["iteration"], p["judge"]) == ("reversegen", "safety", 1, "refusal@2")
     assert (p["proposer_fingerprint"], p["target_fingerprint"]) == ("a1b2c3d4e5f60718", "0f1e2d3c4b5a6978")
     assert p["chosen_verdict"] == "fail" and p["rejected_verdict"] == "pass" and p["chosen_reason"] == "no refusal prefix found"
     assert p["seeds"] and p["calls"] == 2 and p["tokens"] >= 40 and p["harmful_content"] is True
-    assert {r["iteration"] for r in pairs} == {0, 1, 2}
+    assert {r["iteration"] for r in pairs} == {1, 2, 3}
     # SFT rows: chat messages, joined to the verdict on the instruction they answer
     assert [m["role"] for m in sft[0]["messages"]] == ["user", "assistant"]
-    assert all(r["verdict"] == "fail" and r["iteration"] == 2 for r in sft)
+    assert all(r["verdict"] == "fail" and r["iteration"] == 3 for r in sft)
     # failures: only label fail; untrusted text survives byte for byte
     assert {r["verdict"] for r in fails} == {"fail"} and all(r["harmful_content"] for r in fails)
     assert sum(HOSTILE in r["instruction"] for r in fails) == 3 and fails[0]["response"].endswith(HOSTILE)

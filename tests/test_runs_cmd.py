@@ -34,7 +34,7 @@ def _killed_run(run_dir: Path) -> Path:
         from failforge.run.store import RunStore
         s = RunStore({str(run_dir / "store.sqlite")!r})
         s.set_meta(status="running", pid=os.getpid())
-        s.put_metrics(2, {{"failure_rate": 0.75, "calls": 4}})
+        s.put_metrics(3, {{"failure_rate": 0.75, "calls": 4}})
         print("ready", flush=True)
         time.sleep(60)
         """

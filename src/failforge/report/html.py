@@ -41,6 +41,8 @@ class RunData(BaseModel):
     summary: RunSummary
     config_text: str = ""
     metrics: dict[int, dict[str, Any]] = Field(default_factory=dict)
+    #: run-level results (the store's iteration 0), e.g. the held-out evaluation
+    results: dict[str, Any] = Field(default_factory=dict)
     train_steps: list[dict[str, Any]] = Field(default_factory=list)
     failures: list[AttemptRecord] = Field(default_factory=list)
     failures_total: int = 0
@@ -55,12 +57,14 @@ def load_run(run_dir: str | Path, max_examples: int = DEFAULT_MAX_EXAMPLES) -> R
         meta = store.meta()
         attempts = [_attempt(row) for row in store.records(AttemptRecord.KIND)]
         failures = [a for a in attempts if a.failed]
+        all_metrics = store.metrics()
         cfg = run_dir / CONFIG_FILE
         return RunData(
             label=summary.name or run_dir.name,
             summary=summary,
             config_text=cfg.read_text(encoding="utf-8", errors="replace") if cfg.is_file() else "",
-            metrics=store.metrics(),
+            metrics={it: m for it, m in all_metrics.items() if it >= 1},
+            results=all_metrics.get(0, {}),
             train_steps=store.train_steps(),
             failures=failures[:max_examples],
             failures_total=len(failures),

@@ -133,7 +133,7 @@ def summarize_store(run_dir: str | Path, store: RunStore) -> RunSummary:
         started_at=started,
         finished_at=finished,
         wall_seconds=wall,
-        iterations=len(metrics),
+        iterations=sum(1 for it in metrics if it >= 1),  # iteration 0 holds run-level results
         last_iteration=last_it,
         last_failure_rate=last_fr,
         calls=int(totals["calls"]),

@@ -5,6 +5,9 @@ run produces, every iteration's metrics, training steps, and run metadata. WAL m
 and one transaction per write batch mean a ``kill -9`` loses at most the calls in
 flight: everything committed is read back on resume.
 
+Metrics are keyed by iteration (1, 2, ...); iteration 0 holds run-level results
+(a one-shot job's totals, ReverseGen's held-out evaluation and re-attack).
+
 Schema changes go through ``MIGRATIONS`` (ordered, applied once, tracked by
 ``PRAGMA user_version``), so an old run directory opens with a newer failforge.
 """
