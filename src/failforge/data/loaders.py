@@ -14,6 +14,7 @@ from typing import Any
 from failforge.data.base import SOURCE_KEY, Provenance, Row
 from failforge.data.catalog import CATALOG
 from failforge.data.pypi import read_cached
+from failforge.data.sources import jsonl_records
 from failforge.errors import DatasetError
 from failforge.models.base import file_sha256
 
@@ -33,19 +34,7 @@ def _json_safe(value: Any) -> Any:
 
 
 def _read_jsonl(path: Path) -> list[dict[str, Any]]:
-    rows = []
-    with open(path, encoding="utf-8") as f:
-        for i, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DatasetError(f"{path}:{i}: invalid JSON ({e.msg})") from None
-            if not isinstance(row, dict):
-                raise DatasetError(f"{path}:{i}: expected a JSON object per line")
-            rows.append(row)
-    return rows
+    return jsonl_records(str(path), path.read_bytes())
 
 
 def _read_json(path: Path) -> list[dict[str, Any]]:

@@ -31,7 +31,7 @@ def _text(member: str, data: bytes) -> str:
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as e:
-        raise DatasetError(f"{member}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+        raise DatasetError(f"{member}: invalid UTF-8 at byte {e.start}") from None
 
 
 def _field(record: dict[str, Any], key: str, where: str) -> Any:
@@ -40,7 +40,7 @@ def _field(record: dict[str, Any], key: str, where: str) -> Any:
     return record[key]
 
 
-def _jsonl(member: str, data: bytes) -> list[dict[str, Any]]:
+def jsonl_records(member: str, data: bytes) -> list[dict[str, Any]]:
     out = []
     for i, line in enumerate(_text(member, data).splitlines(), 1):
         if not line.strip():
@@ -87,7 +87,7 @@ def donotanswer(members: Members, options: dict[str, Any]) -> list[Row]:
     rows = []
     for member, data in members.items():
         category = PurePosixPath(member).stem
-        for i, r in enumerate(_jsonl(member, data), 1):
+        for i, r in enumerate(jsonl_records(member, data), 1):
             where = f"{member}:{i}"
             prompt, intents = _field(r, "prompt", where), _field(r, "intents", where)
             rows.append({"prompt": prompt, "category": category, "intents": intents})
@@ -185,7 +185,7 @@ def python_string_lists(members: Members, options: dict[str, Any]) -> list[Row]:
 def mmlu(members: Members, options: dict[str, Any]) -> list[Row]:
     rows = []
     for member, data in members.items():
-        for i, r in enumerate(_jsonl(member, data), 1):
+        for i, r in enumerate(jsonl_records(member, data), 1):
             where = f"{member}:{i}"
             parts = re.split(r"(?:^|\n)([A-D])\. ", _field(r, "options", where))
             letters, texts = parts[1::2], [t.strip() for t in parts[2::2]]
@@ -200,7 +200,7 @@ def question_answers(members: Members, options: dict[str, Any]) -> list[Row]:
     """``{question, answer: [...]}`` -> question + list of acceptable answers."""
     rows = []
     for member, data in members.items():
-        for i, r in enumerate(_jsonl(member, data), 1):
+        for i, r in enumerate(jsonl_records(member, data), 1):
             where = f"{member}:{i}"
             answers = _field(r, "answer", where)
             answers = answers if isinstance(answers, list) else [answers]
@@ -211,7 +211,7 @@ def question_answers(members: Members, options: dict[str, Any]) -> list[Row]:
 def asdiv(members: Members, options: dict[str, Any]) -> list[Row]:
     rows = []
     for member, data in members.items():
-        for i, r in enumerate(_jsonl(member, data), 1):
+        for i, r in enumerate(jsonl_records(member, data), 1):
             where = f"{member}:{i}"
             passage, question = _field(r, "passage", where).strip(), _field(r, "question", where).strip()
             answer = str(_field(r, "answer", where)).strip()
@@ -241,7 +241,7 @@ TOXICITY_SCORES = (
 def toxicity(members: Members, options: dict[str, Any]) -> list[Row]:
     rows = []
     for member, data in members.items():
-        for i, r in enumerate(_jsonl(member, data), 1):
+        for i, r in enumerate(jsonl_records(member, data), 1):
             where = f"{member}:{i}"
             rows.append({"text": _field(r, "text", where), **{k: float(_field(r, k, where)) for k in TOXICITY_SCORES}})
     return rows
@@ -250,7 +250,7 @@ def toxicity(members: Members, options: dict[str, Any]) -> list[Row]:
 def self_instruct(members: Members, options: dict[str, Any]) -> list[Row]:
     rows = []
     for member, data in members.items():
-        for i, r in enumerate(_jsonl(member, data), 1):
+        for i, r in enumerate(jsonl_records(member, data), 1):
             where = f"{member}:{i}"
             instances = _field(r, "instances", where) or [{}]
             rows.append(
