@@ -38,7 +38,8 @@ class TrainSettings(BaseModel):
     learning_rate: float = Field(2e-4, gt=0)
     batch_size: int = Field(4, ge=1)
     gradient_accumulation_steps: int = Field(1, ge=1)
-    max_length: int = Field(256, ge=16)
+    #: longer rows are dropped by TRL; few-shot proposer prompts need room
+    max_length: int = Field(1024, ge=16)
     #: DPO temperature
     beta: float = Field(0.1, gt=0)
     seed: int = 0

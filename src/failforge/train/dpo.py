@@ -94,6 +94,10 @@ def train_dpo(
                 processing_class=tokenizer,
                 peft_config=lora_config(settings, "CAUSAL_LM"),
             )
+            if len(trainer.train_dataset) == 0:  # TRL drops rows longer than max_length
+                raise DatasetError(
+                    f"{name}: no training row fits in max_length={settings.max_length} tokens; raise the step's max_length"
+                )
             step.train(trainer, name, store, quiet, callbacks)
             save_weights(trainer.model, tokenizer, step, settings)
             del trainer, model, ref_model
