@@ -74,7 +74,7 @@ def quiet_progress(quiet: bool) -> Iterator[None]:
     try:
         with warnings.catch_warnings():
             # transformers 5 deprecation notices about names TRL still uses: noise for our users
-            warnings.filterwarnings("ignore", category=FutureWarning, module=r"transformers\.")
+            warnings.filterwarnings("ignore", message=r"`\w*gradient_checkpointing` is deprecated", category=FutureWarning)
             yield
     finally:
         if was_ds:
