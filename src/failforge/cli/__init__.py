@@ -38,7 +38,7 @@ def _root(
     if version:
         typer.echo(__version__)
         raise typer.Exit()
-    cli_state.state.quiet = cli_state.quiet = quiet
+    cli_state.state.quiet = quiet
     cli_state.state.debug = debug
 
 

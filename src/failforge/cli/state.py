@@ -1,4 +1,7 @@
-"""Options that the top-level callback sets for every command (the CLI edge only)."""
+"""Options that the top-level callback sets for every command.
+
+Only the CLI reads this; library code gets ``quiet`` and friends passed in.
+"""
 
 from dataclasses import dataclass
 
@@ -10,4 +13,3 @@ class CliState:
 
 
 state = CliState()
-quiet = False  # mirrors state.quiet for modules that read the flag directly
