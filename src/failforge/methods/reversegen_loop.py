@@ -364,12 +364,13 @@ class ReverseGenLoop:
             before = failure_rate(flags(attack(base, hcands, "heldout-base")))
             after = failure_rate(flags(attack(tuned, hcands, "heldout-trained")))
             out.update(heldout_failure_rate_before=before.rate, heldout_failure_rate_after=after.rate)
-        if last:
-            cands = [Candidate(text=a.instruction, reference=a.reference) for a in last if a.label != "unscorable"]
-            before = {c.text: a.failed for c, a in zip(cands, [a for a in last if a.label != "unscorable"])}
-            vs = attack(tuned, cands, "reattack")
-            fixed = sum(1 for c, v in zip(cands, vs) if before[c.text] and v.label == "pass")
-            new = sum(1 for c, v in zip(cands, vs) if not before[c.text] and v.label == "fail")
-            out.update(reattack_failures_fixed=fixed, reattack_failures_new=new, reattack_failures_before=sum(before.values()))
+        scored = [a for a in last if a.label != "unscorable"]
+        if scored:
+            vs = attack(tuned, [Candidate(text=a.instruction, reference=a.reference) for a in scored], "reattack")
+            out.update(
+                reattack_failures_fixed=sum(1 for a, v in zip(scored, vs) if a.failed and v.label == "pass"),
+                reattack_failures_new=sum(1 for a, v in zip(scored, vs) if not a.failed and v.label == "fail"),
+                reattack_failures_before=sum(1 for a in scored if a.failed),
+            )
         self.store.put_metrics(0, {f"close_loop.{k}": v for k, v in out.items()})
         return out
