@@ -11,11 +11,9 @@ import typer
 
 
 def _quiet() -> bool:
-    try:
-        from failforge.cli import state
-    except ImportError:
-        return False
-    return bool(getattr(state, "quiet", False))
+    from failforge.cli.state import state
+
+    return state.quiet
 
 
 def _console():
