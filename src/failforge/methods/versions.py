@@ -72,24 +72,18 @@ class Versions:
 
     def train_sft(self, name: str, base: ModelVersion, rows: list[dict], settings: TrainSettings) -> ModelVersion:
         from failforge.train import train_sft
-        from failforge.train.callbacks import quiet_progress
 
         self.ctx.log(f"training {name}: SFT on {len(rows)} rows")
         t = time.perf_counter()
-        with quiet_progress(self._quiet):  # also the loading/export bars around the step
-            version = train_sft(base, rows, settings, self._out(name), store=self.ctx.store, name=name, quiet=self._quiet)
+        version = train_sft(base, rows, settings, self._out(name), store=self.ctx.store, name=name, quiet=self._quiet)
         self._done(name, t)
         return version
 
     def train_dpo(self, name: str, base: ModelVersion, rows: list[dict], settings: TrainSettings) -> ModelVersion:
         from failforge.train import train_dpo
-        from failforge.train.callbacks import quiet_progress
 
         self.ctx.log(f"training {name}: DPO on {len(rows)} pairs (reference = the previous version)")
         t = time.perf_counter()
-        with quiet_progress(self._quiet):
-            version = train_dpo(
-                base, rows, settings, self._out(name), store=self.ctx.store, ref=base, name=name, quiet=self._quiet
-            )
+        version = train_dpo(base, rows, settings, self._out(name), store=self.ctx.store, ref=base, name=name, quiet=self._quiet)
         self._done(name, t)
         return version

@@ -63,10 +63,11 @@ def train_dpo(
         log.info("%s: already trained in %s", name, step.root)
         return done
     step.claim()
-    checkpoint = plain_checkpoint(base, step)
-    if not weights_saved(step, settings):
-        from failforge.train.callbacks import quiet_progress
+    from failforge.train.callbacks import quiet_progress
 
+    with quiet_progress(quiet):  # merging a parent adapter loads weights too
+        checkpoint = plain_checkpoint(base, step)
+    if not weights_saved(step, settings):
         with quiet_progress(quiet):
             from datasets import Dataset
             from trl import DPOConfig, DPOTrainer
@@ -101,7 +102,8 @@ def train_dpo(
             step.train(trainer, name, store, quiet, callbacks)
             save_weights(trainer.model, tokenizer, step, settings)
             del trainer, model, ref_model
-    return finish_causal(step, base, settings, name, checkpoint)
+    with quiet_progress(quiet):  # the GGUF export loads the merged weights
+        return finish_causal(step, base, settings, name, checkpoint)
 
 
 def dpo_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:

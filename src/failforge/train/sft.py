@@ -55,10 +55,11 @@ def train_sft(
         log.info("%s: already trained in %s", name, step.root)
         return done
     step.claim()
-    checkpoint = plain_checkpoint(base, step)
-    if not weights_saved(step, settings):
-        from failforge.train.callbacks import quiet_progress
+    from failforge.train.callbacks import quiet_progress
 
+    with quiet_progress(quiet):  # merging a parent adapter loads weights too
+        checkpoint = plain_checkpoint(base, step)
+    if not weights_saved(step, settings):
         with quiet_progress(quiet):
             from datasets import Dataset
             from trl import SFTConfig, SFTTrainer
@@ -85,7 +86,8 @@ def train_sft(
             step.train(trainer, name, store, quiet, callbacks)
             save_weights(trainer.model, tokenizer, step, settings)
             del trainer, model
-    return finish_causal(step, base, settings, name, checkpoint)
+    with quiet_progress(quiet):  # the GGUF export loads the merged weights
+        return finish_causal(step, base, settings, name, checkpoint)
 
 
 # --- rows -------------------------------------------------------------------------
