@@ -30,12 +30,18 @@ def _print_summary(summary: dict) -> None:
 def run(
     config: Path | None = typer.Argument(None, help="YAML config; none = the default job."),
     run_dir: Path | None = typer.Option(None, "--run-dir", "-d", help="Where the run is written (default runs/<method>-<time>)."),
+    sets: list[str] | None = typer.Option(
+        None,
+        "--set",
+        metavar="PATH=VALUE",
+        help="Override one option by its dotted path, the value read as YAML (e.g. train.proposer.beta=0.2); repeatable. See docs/config.md.",
+    ),
 ) -> None:
     """Run a job: writes a run directory with the config, every model call, records and metrics."""
-    from failforge.config import load_run_config, parse_run_config
+    from failforge.overrides import build_run_config
     from failforge.run.rundir import start_run
 
-    cfg = load_run_config(config) if config is not None else parse_run_config({}, "default job")
+    cfg = build_run_config(config, sets or [])
     _print_summary(start_run(cfg, run_dir, quiet=cli_state.state.quiet, console=_console()))
 
 
