@@ -1,9 +1,12 @@
-"""Math answer checking: the target's final number against a reference value.
+"""Math answer checking: the answer a response gives against an exact reference.
 
-Policy for responses with nothing to compare (configurable, ``no_answer``):
-- an empty response, or one the target errored on, is ``unscorable`` (nothing was said);
-- a non-empty response with no final number *did* fail the question, so by default
-  it is ``fail`` with reason "no final answer"; ``no_answer: unscorable`` turns that off.
+- An empty response, or one the target errored on, is ``unscorable`` (nothing was said).
+- A response that states two different answers is ``unscorable``, never ``pass``.
+- A non-empty response that states no answer *did* fail the question: ``fail`` by
+  default (``no_answer: unscorable`` turns that off).
+- Comparison is exact (``Fraction``): integers and terminating decimals must be equal;
+  a non-terminating value (1/3) is matched by the fraction or by a decimal correctly
+  rounded to at least ``decimal_places`` digits (or the question's own precision).
 The verdict score is 1.0 for a wrong (or missing) answer and 0.0 for a right one.
 """
 
@@ -17,6 +20,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from failforge.judges.answers import extract_final_number, format_number, parse_number, response_problem
+from failforge.judges.arithmetic import ArithmeticQuestion, decimals_in, format_exact, read_question
+from failforge.judges.math_answer import Stated, agrees, statements
 from failforge.judges.base import Judge, JudgeInput, Verdict
 from failforge.models.base import ChatModel, SamplingParams
 
@@ -103,26 +108,42 @@ def reference_value(ref: Any) -> Fraction | None:
 class MathConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    #: what a non-empty response without a final number is
+    #: what a non-empty response that states no answer is (a missed question is a failure)
     no_answer: Literal["fail", "unscorable"] = "fail"
-    rel_tol: float = Field(1e-6, ge=0)
-    abs_tol: float = Field(1e-9, ge=0)
+    #: a decimal answer to a question whose value does not terminate (10 / 3) must have at
+    #: least this many digits after the point (or the question's own, if more), correctly rounded
+    decimal_places: int = Field(2, ge=0, le=12)
+    #: word problems only (no arithmetic grammar): read the last number when no answer is marked
+    last_number_fallback: bool = False
     #: tokens the reference solver may use (only when a solver model is given)
     solver_max_tokens: int = Field(512, ge=1)
 
 
 class MathJudge(Judge):
+    """Arithmetic questions ("What is 7 + 5?") are read with their grammar: the
+    reference is the expression's exact value unless one is given, and the response is
+    read for the answer it gives to that expression (``judges.math_answer``). Other
+    questions (word problems) use a given reference or the solver's, and the response's
+    marked final answer (``####``, ``\\boxed{}``, "the answer is")."""
+
     id = "math"
-    version = "1"
+    version = "2"
 
     def __init__(self, config: MathConfig | None = None, solver: ChatModel | None = None):
         self.config = config or MathConfig()
         # Items without a reference are sent to the solver (a stronger model), greedy.
         self.solver = solver
 
-    def _references(self, items: list[JudgeInput]) -> list[tuple[Fraction | None, str]]:
-        refs: list[tuple[Fraction | None, str]] = [(reference_value(i.reference), "reference") for i in items]
-        ask = [k for k, i in enumerate(items) if i.reference is None]
+    def _references(self, items: list[JudgeInput], questions) -> list[tuple[Fraction | None, str]]:
+        refs: list[tuple[Fraction | None, str]] = []
+        for item, q in zip(items, questions):
+            if item.reference is not None:
+                refs.append((reference_value(item.reference), "reference"))
+            elif q is not None:
+                refs.append((q.value, "exact"))
+            else:
+                refs.append((None, "reference"))
+        ask = [k for k, i in enumerate(items) if refs[k][0] is None and i.reference is None]
         if ask and self.solver is not None:
             params = SamplingParams(temperature=0.0, max_tokens=self.config.solver_max_tokens)
             outs = self.solver.generate([items[k].instruction for k in ask], params)
@@ -132,24 +153,36 @@ class MathJudge(Judge):
         return refs
 
     def _judge(self, items: list[JudgeInput]) -> list[Verdict]:
-        out = []
-        for item, (ref, source) in zip(items, self._references(items)):
-            out.append(self._one(item, ref, source))
-        return out
+        questions = [read_question(i.instruction) for i in items]
+        refs = self._references(items, questions)
+        return [self._one(item, q, ref, source) for item, q, (ref, source) in zip(items, questions, refs)]
 
-    def _one(self, item: JudgeInput, ref: Fraction | None, source: str) -> Verdict:
+    def _stated(self, item: JudgeInput, question: ArithmeticQuestion | None) -> list[Stated]:
+        found = statements(item.response, question)
+        if not found and question is None and self.config.last_number_fallback:
+            value, how = extract_final_number(item.response)
+            if value is not None:
+                found = [Stated(value, format_number(value), how)]
+        return found
+
+    def _one(self, item: JudgeInput, question: ArithmeticQuestion | None, ref: Fraction | None, source: str) -> Verdict:
         problem = response_problem(item)
         if problem:
             return self.verdict("unscorable", None, problem)
         if ref is None:
             what = "the solver gave no final number" if source == "solver" else "no usable reference value"
             return self.verdict("unscorable", None, what)
-        got, how = extract_final_number(item.response)
-        if got is None:
+        found = self._stated(item, question)
+        if not found:
             if self.config.no_answer == "fail":
-                return self.verdict("fail", 1.0, "no final answer")
-            return self.verdict("unscorable", None, "no final answer")
-        tol = max(self.config.abs_tol, self.config.rel_tol * abs(float(ref)))
-        ok = abs(float(got - ref)) <= tol
-        reason = f"{format_number(got)} ({how}) {'==' if ok else '!='} {format_number(ref)} ({source})"
+                return self.verdict("fail", 1.0, "no answer to the question")
+            return self.verdict("unscorable", None, "no answer to the question")
+        distinct = {s.value: s for s in found}
+        if len(distinct) > 1:
+            shown = ", ".join(f"{s.literal} ({s.how})" for s in distinct.values())
+            return self.verdict("unscorable", None, f"states different answers: {shown}")
+        stated = found[-1]
+        places = max(self.config.decimal_places, decimals_in(question.expression) if question else 0)
+        ok = agrees(stated, ref, places)
+        reason = f"{stated.literal} ({stated.how}) {'==' if ok else '!='} {format_exact(ref)} ({source})"
         return self.verdict("pass" if ok else "fail", 0.0 if ok else 1.0, reason)

@@ -28,8 +28,8 @@ _FIELDS: dict[str, set[str]] = {
     "refusal": {"fail_on", "phrases_file", "extra_phrases", "opening_chars"},
     "llm": {"model", "rubric", "threshold", "max_tokens", "guard_mode"},
     "classifier": {"classifier", "threshold", "field", "positive_label"},
-    "math": {"model", "no_answer", "rel_tol", "abs_tol", "max_tokens"},
-    "honesty": {"threshold", "letters"},
+    "math": {"model", "no_answer", "decimal_places", "last_number_fallback", "max_tokens"},
+    "honesty": {"threshold", "letters", "max_unparsed_share"},
     "equality": {"model", "max_tokens"},
 }
 _MAIN = {"refusal": "fail_on", "llm": "rubric", "classifier": "classifier", "math": "no_answer", "honesty": "threshold"}
@@ -60,10 +60,14 @@ class JudgeSpec(BaseModel):
     threshold: float | None = None
     #: math
     no_answer: Literal["fail", "unscorable"] | None = None
-    rel_tol: float | None = Field(None, ge=0)
-    abs_tol: float | None = Field(None, ge=0)
+    #: math: digits a decimal answer to a non-terminating value needs (default 2)
+    decimal_places: int | None = Field(None, ge=0, le=12)
+    #: math, word problems: read the last number when no answer is marked (default off)
+    last_number_fallback: bool | None = None
     #: honesty: option letters
     letters: str | None = None
+    #: honesty: above this share of responses naming no option, unscorable (default 0.3)
+    max_unparsed_share: float | None = Field(None, ge=0, le=1)
     max_tokens: int | None = Field(None, ge=1)
 
     @model_validator(mode="after")
@@ -160,12 +164,17 @@ def build_judge(spec: JudgeSpec, model: ChatModel | None = None) -> Judge:
     if kind == "math":
         from failforge.judges.math import MathConfig, MathJudge
 
-        opts = {"no_answer": spec.no_answer, "rel_tol": spec.rel_tol, "abs_tol": spec.abs_tol, "solver_max_tokens": spec.max_tokens}
+        opts = {
+            "no_answer": spec.no_answer,
+            "decimal_places": spec.decimal_places,
+            "last_number_fallback": spec.last_number_fallback,
+            "solver_max_tokens": spec.max_tokens,
+        }
         return MathJudge(MathConfig(**{k: v for k, v in opts.items() if v is not None}), solver=chat_model(False))
     if kind == "honesty":
         from failforge.judges.honesty import HonestyConfig, HonestyJudge
 
-        opts = {"threshold": spec.threshold, "letters": spec.letters}
+        opts = {"threshold": spec.threshold, "letters": spec.letters, "max_unparsed_share": spec.max_unparsed_share}
         try:
             return HonestyJudge(HonestyConfig(**{k: v for k, v in opts.items() if v is not None}))
         except ValidationError as e:

@@ -1,47 +1,24 @@
-"""Math: the target fails when its final answer differs from the reference.
+"""Math: the target fails when its answer differs from the reference.
 
 Two ways to get the reference for a proposed question:
-- ``exact`` (the default job): the question must carry an arithmetic expression,
-  whose exact value a parser computes (``judges.math.evaluate_expression``, never eval);
-  questions without one are dropped as invalid;
+- ``exact`` (the default job): the whole question must read as one arithmetic
+  question ("What is 7 + 5?", "Calculate (3 + 4) * 2.", ... see ``judges.arithmetic``),
+  and its reference is the expression's exact value (a ``Fraction``, never eval);
+  every other sample is invalid and counted as such;
 - ``solver``: a stronger model answers greedily and its final number is the reference
   (configure ``judge.model``).
 """
 
 from __future__ import annotations
 
-import re
-from fractions import Fraction
 from typing import Literal
 
 from failforge.errors import ConfigError
-from failforge.judges.answers import format_number
-from failforge.judges.math import ExpressionError, evaluate_expression, reference_value
+from failforge.judges.arithmetic import format_exact, read_question
+from failforge.judges.math import reference_value
 from failforge.judges.registry import JudgeSpec
 from failforge.models.base import ChatModel, SamplingParams
 from failforge.tasks.base import Candidate, Seed, Task, first_line
-from failforge.tasks.seeds import load_rows
-
-# Runs of characters an arithmetic expression is written with.
-_EXPR_RUN = re.compile(r"[\d\s.,+\-*/×÷^()−]+")
-_HAS_OP = re.compile(r"\d\s*[+\-*/×÷^−]\s*[(\d]")
-MAX_ABS_VALUE = 10**9
-
-
-def find_expression(text: str) -> tuple[str, Fraction] | None:
-    """The longest arithmetic expression in ``text`` that evaluates, with its value."""
-    best: tuple[str, Fraction] | None = None
-    for m in _EXPR_RUN.finditer(text):
-        expr = m.group(0).strip().rstrip(".,").strip()
-        if not _HAS_OP.search(expr) or (best and len(expr) <= len(best[0])):
-            continue
-        try:
-            value = evaluate_expression(expr)
-        except (ExpressionError, ZeroDivisionError):
-            continue
-        if abs(value) <= MAX_ABS_VALUE and value.denominator <= 1000:
-            best = (expr, value)
-    return best
 
 
 class MathTask(Task):
@@ -55,13 +32,24 @@ class MathTask(Task):
 
     def load_seeds(self, source: str, n: int | None, seed: int) -> list[Seed]:
         rows = load_rows(source, n, seed)
-        seeds = []
+        seeds, unreadable = [], 0
         for i, r in enumerate(rows):
             text = r.get("question") or r.get("prompt") or r.get("text")
             if not text:
                 raise ConfigError(f"seeds {source}: row {i + 1} has no question/prompt/text field")
             ref = r.get("answer", r.get("reference"))
+            if self.reference == "exact":
+                question = read_question(str(text))
+                if question is None:  # not one arithmetic question: nothing exact to check against
+                    unreadable += 1
+                    continue
+                ref = format_exact(question.value)
             seeds.append(Seed(id=str(r.get("id", i)), text=text, reference=None if ref is None else str(ref)))
+        if not seeds:
+            raise ConfigError(
+                f"seeds {source}: none of {len(rows)} rows is an arithmetic question "
+                f"(\"What is <expression>?\"); use task_options.reference: solver for word problems"
+            )
         return seeds
 
     def parse(self, text: str) -> Candidate | None:
@@ -70,11 +58,10 @@ class MathTask(Task):
             return None
         if self.reference == "solver":
             return Candidate(text=q)
-        found = find_expression(q)
-        if found is None:
+        question = read_question(q)
+        if question is None:
             return None
-        expr, value = found
-        return Candidate(text=q, reference=format_number(value), meta={"expression": expr})
+        return Candidate(text=q, reference=format_exact(question.value), meta={"expression": question.expression.text})
 
     def default_judge(self) -> JudgeSpec:
         return JudgeSpec(kind="math")
@@ -93,7 +80,7 @@ class MathTask(Task):
                 out.append(None)
                 continue
             expr = cand.meta.get("expression")
-            shown = format_number(value)
+            shown = format_exact(value)
             work = f"{expr} = {shown}\n" if expr else ""
             out.append(f"{work}#### {shown}")
         return out
