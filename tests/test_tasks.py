@@ -5,17 +5,6 @@ from failforge.models.base import SamplingParams
 from failforge.tasks import make_task
 from failforge.tasks.base import first_block
 from failforge.tasks.honesty import R_TUNING_QUESTION
-from failforge.tasks.math import find_expression
-
-
-def test_find_expression_takes_the_longest_computable_run():
-    assert find_expression("What is (94 + 21) * 8?")[1] == 920
-    assert find_expression("Calculate 60 + 38 * 10.")[1] == 440
-    assert find_expression("Add 1,200 + 3 apples")[1] == 1203
-    assert find_expression("What is 144 / 12?")[1] == 12
-    assert find_expression("How many apples are there?") is None
-    assert find_expression("What is 5 / 0?") is None
-    assert find_expression("Year 2024 was good") is None  # a number alone is not an expression
 
 
 def test_first_block_strips_numbering_and_trailing_text():
@@ -28,6 +17,7 @@ def test_math_task_parses_and_writes_reference_solutions():
     c = t.parse("Question 4: What is 12 * 3 + 4?")
     assert c.reference == "40" and c.meta["expression"] == "12 * 3 + 4"
     assert t.parse("Tell me a joke about cats.") is None
+    assert t.parse("What is 5 more than 3 * 4?") is None
     assert t.good_responses([(c, ["41"], 1.0)], None) == ["12 * 3 + 4 = 40\n#### 40"]
 
 

@@ -6,6 +6,8 @@ the question, and only those:
 
 - ``#### N`` and ``\\boxed{N}``;
 - "the answer is N", "answer: N", "the result is N", "the sum (of ...) is N", ...;
+- for a one-operation question, the result of the operation it describes
+  ("multiply 2 by 3, which is 6");
 - the question's own expression stated with its value: "11 + 11 = 22",
   "7 times 7 is 49", "3 * 4 + 5 = 12 + 5 = 17" (the last number of the chain);
 - a response that is nothing but a number ("22", "twenty-two.").
@@ -46,11 +48,19 @@ _WORDS_RE = re.compile(
 )
 
 _CUE = (
-    r"(?:the\s+)?(?:final\s+|correct\s+)?(?:answer|result|solution)(?:\s+to\s+(?:this|the)\s+question)?"
-    r"\s*(?:is|:|=|would\s+be|will\s+be|equals)\s*"
+    r"(?:the\s+)?(?:final\s+|correct\s+)?(?:answer|result|solution)(?:\s+to\s+[^.=\n]{1,40}?)?"
+    r"\s*(?:\bis\b|:|=|\bwould\s+be\b|\bwill\s+be\b|\bequals\b)\s*"
     r"|the\s+(?:sum|difference|product|quotient|total|value)(?:\s+of\s+[^.=\n]{1,60}?)?\s+(?:is|=|equals|would\s+be)\s*"
 )
 _CUE_RE = re.compile(_CUE, re.IGNORECASE)
+# "multiply 2 by 3, which is 6": the result of an operation the response describes
+_DESCRIBED_RE = re.compile(
+    r"\b(?:multiply|multiplying|multiplied|add|adding|added|subtract|subtracting|subtracted|divide|dividing|divided)\b[^.\n]{0,60}?,\s*"
+    r"which\s+(?:is|equals|gives(?:\s+(?:us|you))?)\s*",
+    re.IGNORECASE,
+)
+# a number that continues into a phrase ("49 being multiplied by ...") is not a stated result
+_CONTINUES = re.compile(r"\s*(?:being|multiplied|divided|times|plus|minus|added|subtracted|raised|squared|cubed)\b", re.I)
 _STATES = (
     r"\s*(?:=|is\s+equal\s+to|is\s+equivalent\s+to|equals|is|would\s+be|will\s+be|gives(?:\s+us)?"
     r"|makes|results\s+in|comes\s+to)\s*"
@@ -111,6 +121,8 @@ def value_at(text: str) -> tuple[Fraction, str] | None:
         # a sentence's full stop or a list's comma ends the run: "22, which" / "22."
         run = re.split(r"[.,](?!\d)", run, maxsplit=1)[0]
         last = run.split("=")[-1].strip().rstrip("-−–+*/×÷·^( ").strip()
+        if _CONTINUES.match(text[len(m.group(0).rstrip()):]):
+            return None
         value = parse_literal(last)
         return None if value is None else (value, last)
     return _words_at(text)
@@ -150,6 +162,11 @@ def statements(response: str, question: ArithmeticQuestion | None) -> list[State
         v = value_at(text[m.end():])
         if v:
             found.append(Stated(v[0], v[1], "answer is"))
+    # only for one-operation questions: in a multi-step one it names an intermediate step
+    for m in _DESCRIBED_RE.finditer(text) if question is not None and question.expression.operators == 1 else []:
+        v = value_at(text[m.end():])
+        if v:
+            found.append(Stated(v[0], v[1], "described operation"))
     if question is not None:
         for m in _expression_pattern(question).finditer(text):
             if _follows_arithmetic(text, m.start()):
