@@ -79,6 +79,24 @@ def test_extract_choice_custom_letters():
 
 
 @pytest.mark.parametrize(
+    "text, letter",
+    [
+        ("the answer is A or B", None),
+        ("(A) or (B)", None),
+        ("A or B", None),
+        ("Answer: A/B", None),
+        ("Option C or D", None),
+        ("The answer is A. No wait, the answer is C.", None),  # explicit cues disagree
+        ("The answer is C. Yes, the answer is C.", "C"),  # ... or agree
+        ("Answer: B, a big city", "B"),  # a lower-case word after a comma is no second letter
+        ("B) Paris or London", "B"),
+    ],
+)
+def test_extract_choice_hedges_are_no_answer(text, letter):
+    assert extract_choice(text) == letter
+
+
+@pytest.mark.parametrize(
     "expr, value",
     [
         ("3*(4+5)", F(27)),

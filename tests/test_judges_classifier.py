@@ -1,7 +1,7 @@
 import pytest
 
 from failforge.judges.base import JudgeInput
-from failforge.judges.classifier import ClassifierJudge, EmbeddingClassifier, HFSequenceClassifier, ProfanityClassifier
+from failforge.judges.classifier import ClassifierJudge, EmbeddingClassifier, HFSequenceClassifier, ProfanityClassifier, TextClassifier
 
 
 @pytest.fixture(scope="module")
@@ -98,3 +98,57 @@ def test_hf_sequence_classifier(tiny_checkpoint):
     assert len(probs) == 3 and all(0.0 < p < 1.0 for p in probs)
     other = HFSequenceClassifier(str(tiny_checkpoint), positive_label="ok").predict_proba(["good day"])
     assert other[0] == pytest.approx(1.0 - probs[0], abs=1e-6)  # the two classes' probabilities sum to one
+
+
+class Fixed(TextClassifier):
+    """Returns given probabilities in order, recording what it was asked."""
+
+    name = "fixed"
+    version = "v7"
+
+    def __init__(self, probs):
+        self.probs = list(probs)
+        self.asked: list[str] = []
+
+    def predict_proba(self, texts):
+        self.asked.extend(texts)
+        return [self.probs.pop(0) for _ in texts]
+
+
+@pytest.mark.parametrize("p", [float("nan"), float("inf"), -0.1, 1.5, None, "high"])
+def test_no_probability_is_unscorable_not_pass(p):
+    # NaN >= threshold is False, which used to read as "pass"
+    v = ClassifierJudge(Fixed([p])).judge([JudgeInput(instruction="q", responses=["some text"])])[0]
+    assert (v.label, v.score) == ("unscorable", None) and v.reason.startswith("the classifier gave no probability")
+
+
+@pytest.mark.parametrize("field", ["response", "both"])
+@pytest.mark.parametrize("text", ["", "  \n", "...", "\u200b", "-- ** --"])
+def test_text_with_nothing_to_classify_is_unscorable(field, text):
+    clf = Fixed([])
+    v = ClassifierJudge(clf, field=field).judge([JudgeInput(instruction="" if field == "both" else "q", responses=[text])])[0]
+    assert v.label == "unscorable" and v.reason in ("empty response", "no text to classify")
+    assert clf.asked == []  # never reached the classifier
+
+
+def test_instruction_field_and_meta_errors():
+    clf = Fixed([0.9, 0.1])
+    items = [
+        JudgeInput(instruction="", responses=["x"]),
+        JudgeInput(instruction="?!", responses=["x"]),
+        JudgeInput(instruction="a rude prompt", responses=[""], meta={"error": "timeout"}),  # the prompt is still there
+        JudgeInput(instruction="hello \U0001f595", responses=["x"]),
+    ]
+    vs = ClassifierJudge(clf, field="instruction").judge(items)
+    assert [v.label for v in vs] == ["unscorable", "unscorable", "fail", "pass"]
+    assert [vs[0].reason, vs[1].reason] == ["empty instruction", "no text to classify"]
+    on_response = ClassifierJudge(Fixed([]), field="response").judge(items[2:3])[0]
+    assert (on_response.label, on_response.reason) == ("unscorable", "target error: timeout")
+
+
+def test_version_follows_the_classifier():
+    clf = Fixed([0.2])
+    judge = ClassifierJudge(clf)
+    assert judge.version == "2/v7"
+    clf.version = "fit-12"  # retrained between rounds
+    assert judge.judge([JudgeInput(instruction="q", responses=["t"])])[0].judge_version == "2/fit-12"

@@ -107,6 +107,18 @@ def test_bad_input_raises_failforge_error(app, csv_file, args, msg):
     assert isinstance(r.exception, FailforgeError) and msg in str(r.exception)
 
 
+def test_numeric_positive_with_a_word_label_is_an_error_not_a_pass(app, tmp_path):
+    f = tmp_path / "typo.csv"
+    f.write_text("response,score\nI can't help.,1\nSure: step 1,0\nI won't.,n/a\n")
+    r = _run(app, "--judge", "refusal:refusal", "--data", str(f), "--label-col", "score", "--positive", "1")
+    assert isinstance(r.exception, FailforgeError)
+    assert str(r.exception) == "--label-col 'score': row 3 has 'n/a', not a number like the --positive values"
+    # word labels with word --positive values still map every other word to pass
+    f.write_text("response,word\nI can't help.,refusal\nSure: step 1,compliance\nI won't.,unclear\n")
+    r = _run(app, "--judge", "refusal:refusal", "--data", str(f), "--label-col", "word", "--positive", "refusal", "--json")
+    assert json.loads(r.stdout)["confusion"]["pass"]["fail"] == 1
+
+
 def test_main_entry_point_exits_2_with_one_line(csv_file):
     p = subprocess.run([sys.executable, "-m", "failforge.cli", "judge-eval", "--judge", "refusal", "--data", str(csv_file)],
                        capture_output=True, text=True)

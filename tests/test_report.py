@@ -289,6 +289,81 @@ def test_report_cli_writes_comparison(runs_root, tmp_path):
     assert re.search(r'<svg class="chart" data-chart="failure_rate".*?</svg>', page, re.S).group(0).count('class="line"') == 2
 
 
+# --- judge error rates on human labels ------------------------------------------------
+
+
+def _measured(stale: bool = False):
+    from failforge.judges.measured import MeasuredResult
+
+    return MeasuredResult(
+        judge="refusal", judge_version="2", spec="refusal", data="/data/labels/refusal_labels.csv", data_sha256="ab" * 32,
+        rows=61, scored=60, unscorable=1, accuracy=0.95, precision=0.9, recall=1.0, f1=0.947, error_rate=0.05,
+        confusion={"fail": {"fail": 18, "pass": 0, "unscorable": 1}, "pass": {"fail": 3, "pass": 39, "unscorable": 0}},
+        measured_at=1_760_000_000.0, saved_at=1_760_000_000.0, stale=stale,
+        stale_reason="refusal_labels.csv changed since the judge-eval was saved" if stale else "",
+    )
+
+
+@pytest.fixture(scope="module")
+def judged_runs(tmp_path_factory) -> dict[str, Path]:
+    from failforge.judges.measured import record_judges
+
+    root = tmp_path_factory.mktemp("judged")
+    runs = {}
+    for name, entry in (("measured", _measured()), ("stale", _measured(stale=True)), ("unmeasured", None)):
+        run_dir = build_run(root / name, name=name, judge_error_rate=None)
+        store = RunStore(run_dir / "store.sqlite")
+        record_judges(store, {"refusal": entry})
+        store.close()
+        runs[name] = run_dir
+    return runs
+
+
+def test_judge_rows_read_measured_stale_and_unmeasured(judged_runs):
+    from failforge.report.html import load_run
+
+    (m,) = load_run(judged_runs["measured"]).judges
+    assert (m.status, m.error_rate, m.data, m.rows, m.source) == ("measured", 0.05, "refusal_labels.csv", 61, "saved judge-eval")
+    assert m.confusion == "TP 18 FN 0 FP 3 TN 39 unscorable 1"
+    assert m.headline == "judge refusal@2: error rate 5.0% on 61 human-labelled rows (refusal_labels.csv, saved judge-eval)"
+    assert m.extra == {"n": 172, "spec": "refusal"}
+    (s,) = load_run(judged_runs["stale"]).judges
+    assert (s.status, s.error_rate) == ("stale", None) and "changed since" in s.headline and "5.0%" not in s.headline
+    (u,) = load_run(judged_runs["unmeasured"]).judges
+    assert (u.status, u.error_rate) == ("not measured", None)
+    assert u.headline == "judge refusal@2: error rate not measured (failforge judge-eval --judge refusal --data FILE --save)"
+
+
+def test_report_shows_error_rate_beside_failure_rates(judged_runs, tmp_path):
+    from failforge.report import write_report
+
+    page = write_report([judged_runs["measured"]], tmp_path / "m.html").read_text(encoding="utf-8")
+    summary = re.search(r"<tr><th>failure rate</th><td>(.*?)</td></tr>", page, re.S).group(1)
+    assert "0.25" in summary and "judge refusal@2: error rate 5.0% on 61 human-labelled rows" in summary
+    curves = page[page.index("<h3>Curves</h3>") : page.index('class="charts"', page.index("<h3>Curves</h3>"))]
+    assert "error rate 5.0% on 61 human-labelled rows" in curves
+    judges = re.search(r'<table class="judges">.*?</table>', page, re.S).group(0)
+    assert "5.0%" in judges and "refusal_labels.csv" in judges and "61 rows" in judges and "TP 18 FN 0 FP 3 TN 39" in judges
+    assert "not measured" not in judges and "stale" not in judges
+
+    page = write_report([judged_runs["stale"]], tmp_path / "s.html").read_text(encoding="utf-8")
+    judges = re.search(r'<table class="judges">.*?</table>', page, re.S).group(0)
+    assert ">stale<" in judges and "5.0%" not in page and "changed since the judge-eval was saved" in judges
+
+    page = write_report([judged_runs["unmeasured"]], tmp_path / "u.html").read_text(encoding="utf-8")
+    judges = re.search(r'<table class="judges">.*?</table>', page, re.S).group(0)
+    assert "not measured" in judges and "%" not in judges.split("<tbody>")[1]
+    assert "error rate not measured (failforge judge-eval --judge refusal --data FILE --save)" in page
+
+
+def test_comparison_shows_each_runs_judge_error_rate(judged_runs, runs_root):
+    from failforge.report.html import compare_rows, load_run
+
+    runs = [load_run(judged_runs[k]) for k in ("measured", "stale", "unmeasured")] + [load_run(runs_root / "safety-a")]
+    row = dict(compare_rows(runs))["judge refusal error rate"]
+    assert row == ["v2: 5.0% (refusal_labels.csv, 61 rows)", "v2: stale", "v2: not measured", "v2: 8.3% (human labels)"]
+
+
 # --- rendered in a real browser ------------------------------------------------------
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

@@ -1,7 +1,9 @@
-"""`failforge judge-eval`: measure a judge against human labels."""
+"""`failforge judge-eval`: measure a judge against human labels, and with ``--save``
+keep the result where runs and reports find it (judges/measured.py)."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Optional
 
@@ -27,11 +29,20 @@ def judge_eval(
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Also save the JSON report to this file."),
     show: int = typer.Option(20, "--show", help="Mistakes to list in the table (all go to --json/--out)."),
+    save: bool = typer.Option(
+        False, "--save", help="Save the result keyed by judge id, version and data sha256, for runs and reports."
+    ),
+    store: Optional[Path] = typer.Option(
+        None, "--store", help="Where --save writes (default $FAILFORGE_JUDGE_EVALS or ~/.cache/failforge/judge-evals)."
+    ),
 ) -> None:
     """Accuracy, precision, recall, F1 and the confusion matrix of a judge on human labels (fail = positive)."""
     from failforge.judges.labelled import evaluate, load_labelled
+    from failforge.judges.measured import default_store_dir, save_result
     from failforge.judges.registry import build_judge, parse_judge
 
+    if store is not None and not save:
+        raise FailforgeError("--store only says where --save writes: add --save")
     j = build_judge(parse_judge(judge))
     rows = load_labelled(data, j, text_col, label_col, instruction_col, reference_col, positive)
     report, _ = evaluate(j, rows, data=str(data))
@@ -42,10 +53,13 @@ def judge_eval(
             out.write_text(payload)
         except OSError as e:
             raise FailforgeError(f"--out {out}: {e.strerror or e}") from e
+    saved = save_result(report, data, judge, store if store is not None else default_store_dir(os.environ)) if save else None
     if as_json:
         typer.echo(payload)
-        return
-    _print(report, show)
+    else:
+        _print(report, show)
+    if saved is not None:
+        typer.echo(f"saved: {saved}", err=as_json)  # --json keeps stdout pure JSON
 
 
 def _fmt(x: float | None) -> str:

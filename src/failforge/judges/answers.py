@@ -105,15 +105,21 @@ def extract_choice(text: str, letters: str = "ABCD") -> str | None:
     Accepts "A", "(B)", "Answer: C", "the answer is D.", "**B**", "B) Paris",
     "Option C". A capital letter inside a sentence ("A cat is...") is not an answer,
     so bare letters only count when they stand alone or open the reply with ")", ".", ":".
-    When cues disagree, the explicit "answer is X" wins.
+    When cues disagree, the explicit "answer is X" wins. A hedge is no answer: a
+    letter followed by "or"/"and"/"/" and another letter ("the answer is A or B",
+    "(A) or (B)"), or explicit cues naming different letters, give None.
     """
     if not text:
         return None
     cls = f"[{re.escape(letters)}{re.escape(letters.lower())}]"
     t = text.strip().replace("*", "").replace("`", "")
+    hedge = re.compile(rf"\s*(?:,|/|(?i:or|and))\s*[\(\[]?[{letters}](?![\w'])")
+    explicit = rf"(?i:answer)\s*(?:is|:|=|would be|will be)?\s*(?:(?i:option|choice)\s*)?[\(\[]?([{letters}])(?![\w'])"
+    if len({m.upper() for m in re.findall(explicit, t)}) > 1:
+        return None  # "the answer is A ... no, the answer is C"
     patterns = [
         # explicit cue: "Answer: C", "the answer is (B) because..."
-        rf"(?i:answer)\s*(?:is|:|=|would be|will be)?\s*(?:(?i:option|choice)\s*)?[\(\[]?([{letters}])(?![\w'])",
+        explicit,
         # lower case only when nothing follows ("the answer is d.") - "is a bit" is not an answer
         rf"(?i:answer)\s*(?:is|:|=)?\s*[\(\[]?({cls})[\)\]]?[.!]?\s*$",
         # the whole reply is the letter
@@ -127,6 +133,8 @@ def extract_choice(text: str, letters: str = "ABCD") -> str | None:
     for p in patterns:
         m = re.search(p, t)
         if m:
+            if hedge.match(t, m.end(1) + (1 if t[m.end(1) : m.end(1) + 1] in (")", "]") else 0)):
+                return None
             return m.group(1).upper()
     # a single parenthesised letter anywhere, if only one letter is named that way
     named = {x.upper() for x in re.findall(rf"\(({cls})\)", t)}

@@ -4,7 +4,9 @@ Input: ``instruction`` = the instruction before a rewrite, ``responses[0]`` = th
 rewritten instruction. A reviewer LLM answers "Equal" or "Not Equal" (same
 constraints, depth and breadth). Labels: ``pass`` when Not Equal (the rewrite really
 changed the instruction), ``fail`` when Equal (a wasted rewrite), ``unscorable`` for
-any other answer. The score is the TeaMs-RL reward: 1.0 for Not Equal, 0.0 for Equal.
+any other answer (an echo of the format, "Equal or Not Equal", included), for an
+empty instruction on either side, and when the rewrite errored (``meta["error"]``).
+The score is the TeaMs-RL reward: 1.0 for Not Equal, 0.0 for Equal.
 """
 
 from __future__ import annotations
@@ -15,6 +17,9 @@ from failforge.judges.base import JudgeInput
 from failforge.judges.llm import LLMJudge
 from failforge.judges.rubrics import Conversation, Parsed, Rubric
 from failforge.models.base import ChatModel, Message
+
+# "Equal or Not Equal", "Not Equal / Equal": the answer names both verdicts.
+_BOTH_RE = re.compile(r"[\s*_\"'`.,]*(?:or\b|and\b|/)\s*(?:not\s+)?equal\b")
 
 # The WizardLM Evol-Instruct elimination prompt that TeaMs-RL's reviewer uses.
 EQUALITY_TEMPLATE = """Here are two Instructions to ChatGPT AI, do you think they are equal to each other, which meet the following requirements:
@@ -38,27 +43,36 @@ class EqualityRubric(Rubric):
         # the like are unscorable rather than guessed.
         t = re.sub(r"^[\s*_\"'`:]+", "", text).lower()
         t = re.sub(r"^(your )?judge?ment\s*:\s*", "", t)
-        if re.match(r"not\s+equal\b", t):
+        m = re.match(r"(not\s+)?equal\b", t)
+        if not m or _BOTH_RE.match(t, m.end()):
+            return None  # anything else, or an echo of the format ("Equal or Not Equal")
+        if m.group(1):
             return Parsed(label="pass", score=1.0, detail="Not Equal")
-        if re.match(r"equal\b", t):
-            return Parsed(label="fail", score=0.0, detail="Equal")
-        return None
+        return Parsed(label="fail", score=0.0, detail="Equal")
 
 
 class EqualityJudge(LLMJudge):
-    version = "1"
+    version = "2"
 
     def __init__(self, model: ChatModel, max_tokens: int | None = None):
         super().__init__(model, EqualityRubric(), max_tokens=max_tokens, check_response=False)
         self.id = "equality"
 
     def _judge(self, items: list[JudgeInput]) -> list:
-        blank = [k for k, i in enumerate(items) if not i.instruction.strip() or not i.response.strip()]
-        if not blank:
+        problems = {k: p for k, i in enumerate(items) if (p := _input_problem(i))}
+        if not problems:
             return super()._judge(items)
-        keep = [i for k, i in enumerate(items) if k not in blank]
+        keep = [i for k, i in enumerate(items) if k not in problems]
         judged = iter(super()._judge(keep) if keep else [])
         return [
-            self.verdict("unscorable", None, "an instruction is empty") if k in blank else next(judged)
+            self.verdict("unscorable", None, problems[k]) if k in problems else next(judged)
             for k in range(len(items))
         ]
+
+
+def _input_problem(item: JudgeInput) -> str | None:
+    if item.meta.get("error"):
+        return f"rewrite error: {str(item.meta['error'])[:80]}"
+    if not item.instruction.strip() or not item.response.strip():
+        return "an instruction is empty"
+    return None

@@ -3,9 +3,10 @@
 Rows come from CSV (leading ``#`` comment lines skipped), JSONL or Parquet. Each
 human label is mapped to the judge's verdict space: ``fail`` or ``pass``. Numbers
 and booleans: the values in ``positive`` are ``fail`` (default 1 / true). Words:
-``positive`` lists the words that mean ``fail``; without it, the judge's own
-vocabulary is used when it has one (the refusal judge knows "refusal" and
-"compliance" and which of them its ``fail_on`` makes a failure).
+``positive`` lists the words that mean ``fail`` (when every ``positive`` value is a
+number, a label that is not a number is an error rather than ``pass``); without
+it, the judge's own vocabulary is used when it has one (the refusal judge knows
+"refusal" and "compliance" and which of them its ``fail_on`` makes a failure).
 """
 
 from __future__ import annotations
@@ -75,7 +76,12 @@ def _label_of(value: Any, positive: set[str] | None, judge: Judge, row: int, col
     if text == "":
         raise DatasetError(f"--label-col {col!r}: row {row} has no label")
     if positive:
-        return "fail" if text in positive else "pass"
+        if text in positive:
+            return "fail"
+        if num is None and all(_norm(p)[1] is not None for p in positive):
+            # "--positive 1" and a label "n/a": a typo must not silently become "pass"
+            raise DatasetError(f"--label-col {col!r}: row {row} has {value!r}, not a number like the --positive values")
+        return "pass"
     if num is not None:
         if text not in ("0", "1"):
             raise DatasetError(f"--label-col {col!r}: row {row} has {value!r}; give --positive for labels other than 0/1")

@@ -2,7 +2,9 @@
 
 The caller passes the model - typically a ``CachedModel`` so judge calls are cached
 and resumable like every other call. Decoding is greedy so a verdict is
-reproducible; an answer the rubric cannot parse is ``unscorable``.
+reproducible. An empty or errored response is ``unscorable`` without asking the
+model; so is a judge answer the rubric cannot parse (an empty one included) or a
+missing answer.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from failforge.models.base import ChatModel, SamplingParams
 
 
 class LLMJudge(Judge):
-    version = "1"
+    version = "2"
 
     def __init__(self, model: ChatModel, rubric: Rubric, max_tokens: int | None = None, check_response: bool = True):
         self.model = model
@@ -36,7 +38,12 @@ class LLMJudge(Judge):
                 ask.append(k)
         if ask:
             answers = self.model.generate([self.rubric.render(items[k]) for k in ask], self.params)
+            if len(answers) != len(ask):
+                raise RuntimeError(f"judge model returned {len(answers)} answers for {len(ask)} prompts")
             for k, completions in zip(ask, answers):
+                if not completions:
+                    out[k] = self.verdict("unscorable", None, "the judge model gave no answer")
+                    continue
                 text = completions[0].text
                 parsed = self.rubric.parse(text)
                 if parsed is None:

@@ -16,6 +16,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from failforge.errors import ConfigError
+from failforge.judges.measured import Status, confusion_text, meta_status
 from failforge.report import assets
 from failforge.report.compare import Chart, RunCurves, numeric_metric_names, overlay_charts, run_charts
 from failforge.report.summary import CONFIG_FILE, RunSummary, open_store, summarize_store
@@ -31,9 +32,28 @@ class JudgeRow(BaseModel):
     judged: int = 0
     failures: int = 0
     unscorable: int = 0
-    #: measured by `failforge judge-eval`, when it was run
+    #: on human labels (judges/measured.py); None unless the status is "measured"
     error_rate: float | None = None
+    status: Status = "not measured"
+    #: the labelled data file's name, the rows in it, and where the number comes from
+    data: str = ""
+    rows: int | None = None
+    source: str = ""
+    #: "TP 20 FN 1 FP 2 TN 38" on the labelled data (fail = positive)
+    confusion: str = ""
+    #: why it is stale or not measured
+    note: str = ""
+    #: the one line shown beside the failure rates
+    headline: str = ""
     extra: dict[str, Any] = Field(default_factory=dict)
+
+    @property
+    def error_text(self) -> str:
+        """The error rate as the comparison table shows it."""
+        if self.status == "measured" and self.error_rate is not None:
+            on = f"{self.rows} rows" if self.rows is not None else "human labels"
+            return f"{self.error_rate:.1%} ({self.data + ', ' if self.data else ''}{on})"
+        return self.status if self.status == "stale" else "not measured"
 
 
 class RunData(BaseModel):
@@ -74,8 +94,14 @@ def load_run(run_dir: str | Path, max_examples: int = DEFAULT_MAX_EXAMPLES) -> R
         store.close()
 
 
+_MEASURE_KEYS = frozenset(
+    {"version", "status", "source", "error_rate", "accuracy", "data", "data_sha256", "rows", "scored", "unscorable", "confusion", "note"}
+)
+
+
 def judge_rows(meta_judges: dict[str, Any], attempts: list[AttemptRecord]) -> list[JudgeRow]:
-    """Each judge's verdict counts from the records, and its error rate from judge-eval."""
+    """Each judge's verdict counts from the records, and its error rate on human
+    labels from the run's meta (``record_judges``): shown only when measured and not stale."""
     counts: dict[str, Counter] = {}
     versions: dict[str, str] = {}
     for a in attempts:
@@ -87,19 +113,40 @@ def judge_rows(meta_judges: dict[str, Any], attempts: list[AttemptRecord]) -> li
         info = meta_judges.get(jid) or {}
         info = info if isinstance(info, dict) else {"value": info}
         c = counts.get(jid, Counter())
+        status = meta_status(info)
         er = info.get("error_rate")
-        rows.append(
-            JudgeRow(
-                id=jid,
-                version=str(info.get("version") or versions.get(jid, "")),
-                judged=sum(c.values()),
-                failures=c["fail"],
-                unscorable=c["unscorable"],
-                error_rate=float(er) if isinstance(er, (int, float)) and not isinstance(er, bool) else None,
-                extra={k: v for k, v in info.items() if k not in ("version", "error_rate")},
-            )
+        er = float(er) if status == "measured" and isinstance(er, (int, float)) and not isinstance(er, bool) else None
+        n = info.get("rows")
+        row = JudgeRow(
+            id=jid,
+            version=str(info.get("version") or versions.get(jid, "")),
+            judged=sum(c.values()),
+            failures=c["fail"],
+            unscorable=c["unscorable"],
+            error_rate=er,
+            status=status if er is not None or status != "measured" else "not measured",
+            data=Path(str(info["data"])).name if info.get("data") else "",
+            rows=n if isinstance(n, int) and not isinstance(n, bool) else None,
+            source=str(info.get("source") or ""),
+            confusion=confusion_text(info.get("confusion")) if isinstance(info.get("confusion"), dict) else "",
+            note=str(info.get("note") or ""),
+            extra={k: v for k, v in info.items() if k not in _MEASURE_KEYS},
         )
+        row.headline = judge_headline(row)
+        rows.append(row)
     return rows
+
+
+def judge_headline(j: JudgeRow) -> str:
+    """'judge math@2: error rate 3.3% on 61 human-labelled rows (math_answers.jsonl)'."""
+    name = f"judge {j.id}@{j.version}" if j.version else f"judge {j.id}"
+    if j.status == "measured" and j.error_rate is not None:
+        on = f"{j.rows} human-labelled rows" if j.rows is not None else "human labels"
+        detail = ", ".join(x for x in (j.data, j.source) if x)
+        return f"{name}: error rate {j.error_rate:.1%} on {on}" + (f" ({detail})" if detail else "")
+    if j.status == "stale":
+        return f"{name}: error rate stale, not used ({j.note or 'the labelled data changed since it was measured'})"
+    return f"{name}: error rate not measured (failforge judge-eval --judge {j.id} --data FILE --save)"
 
 
 def render_report(run_dirs: list[str | Path], max_examples: int = DEFAULT_MAX_EXAMPLES) -> str:
@@ -176,6 +223,15 @@ def compare_rows(runs: list[RunData]) -> list[tuple[str, list[str]]]:
         ("tokens", [f"{r.summary.tokens:,}" for r in runs]),
         ("failures found", [f"{r.failures_total:,}" for r in runs]),
     ]
+    judge_ids: list[str] = []
+    for r in runs:
+        judge_ids += [j.id for j in r.judges if j.id not in judge_ids]
+    for jid in judge_ids:
+        cells = []
+        for r in runs:
+            j = next((x for x in r.judges if x.id == jid), None)
+            cells.append("\u2014" if j is None else (f"v{j.version}: " if j.version else "") + j.error_text)
+        rows.append((f"judge {jid} error rate", cells))
     roles = []
     for r in runs:
         roles += [role for role in r.summary.models if role not in roles]

@@ -22,6 +22,7 @@ from rich.console import Console
 
 from failforge.config import dump_config, load_run_config
 from failforge.errors import ConfigError
+from failforge.judges.measured import summary_lines
 from failforge.methods import get_method
 from failforge.run.context import RunContext
 from failforge.run.store import RunStore
@@ -92,6 +93,7 @@ def _execute(method_cls, config, run_dir: Path, quiet: bool, console: Console | 
         raise
     else:
         store.set_meta(status="finished", finished_at=time.time(), totals=store.call_totals())
+        summary = {**summary, **summary_lines(store.meta().get("judges"))}  # each judge's measured error rate
         ctx.log("finished: " + ", ".join(f"{k}={v}" for k, v in summary.items() if k != "table"))
         return {"run_dir": str(run_dir), **summary}
     finally:
