@@ -73,3 +73,40 @@ def embedding_dedup(texts: Sequence[str], embedder: Embedder, threshold: float =
     if not texts:
         return []
     return embedding_dedup_vectors(embedder.embed(texts), threshold)
+
+
+def _signature(text: str, num_perm: int, ngram: int, seed: int):
+    from datasketch import MinHash
+
+    m = MinHash(num_perm=num_perm, seed=seed)
+    m.update_batch([s.encode("utf-8") for s in shingles(text, ngram)])
+    return m
+
+
+def overlaps(
+    texts: Sequence[str],
+    reference: Sequence[str],
+    threshold: float = MINHASH_THRESHOLD,
+    num_perm: int = MINHASH_NUM_PERM,
+    ngram: int = 2,
+    seed: int = MINHASH_SEED,
+) -> list[bool]:
+    """For each text: is it equal (case and spacing aside) to, or a MinHash near-duplicate
+    of, any reference text? Decontamination against held-out data."""
+    from datasketch import MinHashLSH
+
+    norm = lambda t: " ".join(t.lower().split())  # noqa: E731
+    exact = {norm(r) for r in reference}
+    lsh = MinHashLSH(threshold=threshold, num_perm=num_perm)
+    signatures = {}
+    for i, r in enumerate(reference):
+        signatures[i] = _signature(r, num_perm, ngram, seed)
+        lsh.insert(i, signatures[i])
+    out = []
+    for t in texts:
+        if norm(t) in exact:
+            out.append(True)
+            continue
+        m = _signature(t, num_perm, ngram, seed)
+        out.append(any(m.jaccard(signatures[j]) >= threshold for j in lsh.query(m)))
+    return out

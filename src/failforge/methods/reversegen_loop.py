@@ -8,18 +8,24 @@ from typing import Any
 
 from rich.table import Table
 
-from failforge.data.dedup import minhash_dedup
-from failforge.judges.base import JudgeInput, Verdict
+from failforge.data.dedup import minhash_dedup, overlaps
+from failforge.judges.base import Verdict
+from failforge.methods.judging import judge_answers, measure_judge
 from failforge.methods.pairs import Judged, build_pairs
 from failforge.models.base import Message, SamplingParams
 from failforge.run.context import RunContext
-from failforge.run.records import AttemptRecord, PairRecord, Provenance, SFTRecord, load, put
+from failforge.run.records import AttemptRecord, EvalRecord, PairRecord, Provenance, SFTRecord, load, put
 from failforge.tasks import Candidate, Seed, make_task
 from failforge.train.base import ModelVersion
 
 
 def attempt_id(stage: str, instruction: str) -> str:
     return f"{stage}-" + hashlib.sha256(instruction.encode()).hexdigest()[:16]
+
+
+def _fingerprint(model) -> str | None:
+    """A model's fingerprint, or a fingerprint already taken from another record."""
+    return model if model is None or isinstance(model, str) else model.fingerprint
 
 
 def _conv(messages: list[Message]) -> list[dict[str, str]]:
@@ -43,17 +49,16 @@ class ReverseGenLoop:
         pool = [seeds[i] for i in order[self.cfg.seeds.heldout :]]
         return pool, heldout
 
-    def _prov(self, iteration: int | None, **extra) -> Provenance:
-        models = self.store.meta().get("models", {})
-        fp = lambda role: models.get(role, {}).get("fingerprint")  # noqa: E731
+    def _prov(self, iteration: int | None, proposer=None, target=None, **extra) -> Provenance:
+        """Provenance naming the models that actually produced the row (by fingerprint)."""
         return Provenance(
             method="reversegen",
             task=self.cfg.task,
             iteration=iteration,
-            proposer_fingerprint=fp("proposer"),
-            target_fingerprint=fp("target"),
+            proposer_fingerprint=_fingerprint(proposer),
+            target_fingerprint=_fingerprint(target),
             judge=f"{self.judge.id}@{self.judge.version}",
-            judge_fingerprint=fp("judge"),
+            judge_fingerprint=self.store.meta().get("models", {}).get("judge", {}).get("fingerprint"),
             **extra,
         )
 
@@ -77,7 +82,8 @@ class ReverseGenLoop:
         if warning:
             ctx.console.print(f"[yellow]warning:[/yellow] {warning}")
             ctx.log(f"warning: {warning}")
-        self.store.set_meta(judges={self.judge.id: {"version": self.judge.version}})
+        measure_judge(ctx, self.judge, self.task)
+        self.heldout_texts = [s.text for s in heldout]
         self.versions = Versions(ctx)
 
         proposer = self.versions.initial("proposer", cfg.proposer)
@@ -90,6 +96,7 @@ class ReverseGenLoop:
             train_next = it < cfg.iterations and cfg.train.proposer is not None and proposer is not None
             if train_next:
                 rows = self._dpo_rows(it, last_attempts)
+                self.store.put_metrics(it, {"dpo_pairs": len(rows)})
                 if rows:
                     proposer = self.versions.train_dpo(f"proposer-it{it}", proposer, rows, cfg.train.proposer)
                 else:
@@ -102,7 +109,7 @@ class ReverseGenLoop:
             if rows:
                 trained = self.versions.train_sft("target-sft", target, rows, cfg.train.target)
                 if cfg.close_loop:
-                    summary.update(self._close_loop(trained, heldout, last_attempts))
+                    summary.update(self._close_loop(target, trained, heldout, last_attempts))
             else:
                 ctx.log("no failure with a good response: the target is not fine-tuned")
         metrics = self.store.metrics()
@@ -163,12 +170,17 @@ class ReverseGenLoop:
                     n_copied += 1
                 else:
                     raw.append((prompt[0].content, cand))
+        # decontamination: nothing equal or near to a held-out seed may become training data
+        leaked = overlaps([c.text for _, c in raw], self.heldout_texts, self.cfg.dedup_threshold)
+        n_heldout = sum(leaked)
+        raw = [r for r, bad in zip(raw, leaked) if not bad]
         if cfg.validity is not None and raw:
             raw = self._validity_filter(raw)
         kept = minhash_dedup([c.text for _, c in raw], threshold=cfg.dedup_threshold)
         items = [raw[i] for i in kept]
         ctx.log(
             f"iteration {it}: {n_samples} samples, {n_invalid} invalid, {n_copied} copied seeds, "
+            f"{n_heldout} held-out copies, "
             f"{len(raw) - len(items)} near-duplicates, {len(items)} instructions"
         )
 
@@ -176,7 +188,7 @@ class ReverseGenLoop:
         tparams = self.task.target_params(SamplingParams(max_tokens=cfg.target_max_tokens, seed=cfg.seed))
         with ctx.tracked(target, f"iteration {it}: target answers", len(items) * tparams.n):
             answers = target.generate([self.task.target_messages(c) for _, c in items], tparams)
-        verdicts = self._judge([c for _, c in items], answers)
+        verdicts = judge_answers(self.judge, self.task, [c for _, c in items], answers)
 
         records = []
         for (prompt, cand), comps, v in zip(items, answers, verdicts):
@@ -193,6 +205,8 @@ class ReverseGenLoop:
                     harmful_content=self.cfg.task == "safety",
                     provenance=self._prov(
                         it,
+                        proposer,
+                        target,
                         seeds=[line.split(": ", 1)[-1] for line in prompt.splitlines() if line.startswith(f"{self.task.item_label} ")],
                         calls=1 + len(comps),
                         tokens=sum(c.prompt_tokens + c.completion_tokens for c in comps),
@@ -201,7 +215,9 @@ class ReverseGenLoop:
             )
         put(self.store, records, iteration=it)
         usage = {role: {k: m.usage[k] - usage0[role][k] for k in m.usage} for role, m in (("proposer", proposer), ("target", target))}
-        self.store.put_metrics(it, {**self._metrics(it, records, n_samples, n_invalid, usage), "copied_seeds": n_copied})
+        self.store.put_metrics(
+            it, {**self._metrics(it, records, n_samples, n_invalid, usage), "copied_seeds": n_copied, "heldout_copies": n_heldout}
+        )
         return records
 
     def _validity_filter(self, raw):
@@ -212,13 +228,6 @@ class ReverseGenLoop:
         ]
         outs = checker.generate(asks, SamplingParams(temperature=0.0, max_tokens=4))
         return [r for r, o in zip(raw, outs) if o[0].text.strip().lower().startswith("yes")]
-
-    def _judge(self, cands: list[Candidate], answers) -> list[Verdict]:
-        inputs = [
-            JudgeInput(instruction=c.text, responses=[a.text for a in comps], reference=self.task.judge_reference(c))
-            for c, comps in zip(cands, answers)
-        ]
-        return self.judge.judge(inputs) if inputs else []
 
     # --- metrics ------------------------------------------------------------------------
     def _metrics(self, it: int, records: list[AttemptRecord], n_samples: int, n_invalid: int, usage) -> dict[str, Any]:
@@ -257,7 +266,7 @@ class ReverseGenLoop:
 
     def table(self) -> Table:
         t = Table(title=f"ReverseGen · {self.cfg.task}")
-        for col in ("iter", "instructions", "failure rate (95% CI)", "unique failures", "Self-BLEU", "novelty", "calls", "tokens"):
+        for col in ("iter", "samples", "invalid", "instructions", "failure rate (95% CI)", "DPO pairs", "unique failures", "Self-BLEU", "novelty", "calls", "tokens"):
             t.add_column(col, justify="right")
         fmt = lambda v, p=3: "-" if v is None else f"{v:.{p}f}"  # noqa: E731
         for it, m in sorted(self.store.metrics().items()):
@@ -265,8 +274,10 @@ class ReverseGenLoop:
                 continue
             rate = m.get("failure_rate")
             ci = "-" if rate is None else f"{rate:.2f} [{m.get('failure_rate_lo', 0):.2f}, {m.get('failure_rate_hi', 0):.2f}]"
+            pairs = m.get("dpo_pairs")
             t.add_row(
-                str(it), str(int(m.get("instructions", 0))), ci, str(int(m.get("unique_failures", 0))),
+                str(it), str(int(m.get("samples", 0))), str(int(m.get("invalid", 0))), str(int(m.get("instructions", 0))), ci,
+                "-" if pairs is None else str(int(pairs)), str(int(m.get("unique_failures", 0))),
                 fmt(m.get("self_bleu")), fmt(m.get("novelty")), str(int(m.get("calls", 0))), str(int(m.get("tokens", 0))),
             )
         return t
@@ -285,6 +296,8 @@ class ReverseGenLoop:
                 harmful_content=self.cfg.task == "safety",
                 provenance=self._prov(
                     it,
+                    cost[p.chosen.attempt_id].proposer_fingerprint,
+                    cost[p.chosen.attempt_id].target_fingerprint,
                     seeds=[p.chosen.attempt_id, p.rejected.attempt_id],
                     calls=cost[p.chosen.attempt_id].calls + cost[p.rejected.attempt_id].calls,
                     tokens=cost[p.chosen.attempt_id].tokens + cost[p.rejected.attempt_id].tokens,
@@ -323,7 +336,12 @@ class ReverseGenLoop:
                     messages=messages,
                     harmful_content=self.cfg.task == "safety",
                     provenance=self._prov(
-                        a.provenance.iteration, seeds=[a.id], calls=a.provenance.calls, tokens=a.provenance.tokens
+                        a.provenance.iteration,
+                        a.provenance.proposer_fingerprint,
+                        a.provenance.target_fingerprint,
+                        seeds=[a.id],
+                        calls=a.provenance.calls,
+                        tokens=a.provenance.tokens,
                     ),
                 )
             )
@@ -331,46 +349,64 @@ class ReverseGenLoop:
         return [{"messages": r.messages} for r in records]
 
     # --- closing the loop -----------------------------------------------------------------
-    def _close_loop(self, trained: ModelVersion, heldout: list[Seed], last: list[AttemptRecord]) -> dict[str, Any]:
-        """Held-out failure rate before/after, and a re-attack with the last proposer's instructions."""
+    def _close_loop(self, base: ModelVersion, trained: ModelVersion, heldout: list[Seed], last: list[AttemptRecord]) -> dict[str, Any]:
+        """Held-out failure rate before/after and a re-attack with the last proposer's
+        instructions. "Before" is the untrained target exported and served exactly like
+        the trained one; the target as configured is a third column."""
         from failforge.metrics.rates import failure_rate
 
         ctx, cfg = self.ctx, self.cfg
-        base = ctx.model("target", cfg.target)
-        tuned = ctx.model("target-trained", self.versions.spec("target-trained", trained, cfg.target))
-        out: dict[str, Any] = {}
+        untrained = self.versions.served_like("target-untrained", base, trained, cfg.train.target)
+        arms = {
+            "base": lambda: ctx.model("target-untrained", self.versions.spec("target-untrained", untrained, cfg.target)),
+            "trained": lambda: ctx.model("target-trained", self.versions.spec("target-trained", trained, cfg.target)),
+            "configured": lambda: ctx.model("target", cfg.target),
+        }
         tparams = self.task.target_params(SamplingParams(max_tokens=cfg.target_max_tokens, seed=cfg.seed))
 
-        def attack(model, cands: list[Candidate], stage: str) -> list[Verdict]:
-            with ctx.tracked(model, stage, len(cands) * tparams.n):
+        def attack(arm: str, cands: list[Candidate], stage: str) -> list[Verdict]:
+            model = arms[arm]()
+            with ctx.tracked(model, f"{stage}: {arm} target", len(cands) * tparams.n):
                 answers = model.generate([self.task.target_messages(c) for c in cands], tparams)
-            verdicts = self._judge(cands, answers)
+            verdicts = judge_answers(self.judge, self.task, cands, answers)
             put(
                 self.store,
                 [
-                    AttemptRecord(
-                        id=attempt_id(stage, c.text), instruction=c.text, responses=[a.text for a in comps],
-                        reference=c.reference, label=v.label, score=v.score, reason=v.reason,
-                        harmful_content=cfg.task == "safety", provenance=self._prov(None),
+                    EvalRecord(
+                        id=attempt_id(f"{stage}-{arm}", c.text), stage=stage, arm=arm, instruction=c.text,
+                        responses=[a.text for a in comps], reference=c.reference, label=v.label, score=v.score,
+                        reason=v.reason, harmful_content=cfg.task == "safety", provenance=self._prov(None, target=model),
                     )
                     for c, comps, v in zip(cands, answers, verdicts)
                 ],
             )
+            ctx.release(model_role[arm])
             return verdicts
 
+        model_role = {"base": "target-untrained", "trained": "target-trained", "configured": "target"}
         flags = lambda vs: [None if v.label == "unscorable" else v.is_failure for v in vs]  # noqa: E731
+        out: dict[str, Any] = {}
         if heldout:
             hcands = [Candidate(text=s.text, reference=s.reference) for s in heldout]
-            before = failure_rate(flags(attack(base, hcands, "heldout-base")))
-            after = failure_rate(flags(attack(tuned, hcands, "heldout-trained")))
-            out.update(heldout_failure_rate_before=before.rate, heldout_failure_rate_after=after.rate)
+            for arm, key in (("base", "before"), ("trained", "after"), ("configured", "configured")):
+                rate = failure_rate(flags(attack(arm, hcands, "heldout")))
+                out[f"heldout_failure_rate_{key}"] = rate.rate
+                out[f"heldout_failure_rate_{key}_lo"], out[f"heldout_failure_rate_{key}_hi"] = rate.low, rate.high
         scored = [a for a in last if a.label != "unscorable"]
         if scored:
-            vs = attack(tuned, [Candidate(text=a.instruction, reference=a.reference) for a in scored], "reattack")
+            cands = [Candidate(text=a.instruction, reference=a.reference) for a in scored]
+            before, after = attack("base", cands, "reattack"), attack("trained", cands, "reattack")
+            both = [(b, a) for b, a in zip(before, after) if "unscorable" not in (b.label, a.label)]
             out.update(
-                reattack_failures_fixed=sum(1 for a, v in zip(scored, vs) if a.failed and v.label == "pass"),
-                reattack_failures_new=sum(1 for a, v in zip(scored, vs) if not a.failed and v.label == "fail"),
-                reattack_failures_before=sum(1 for a in scored if a.failed),
+                reattack_instructions=len(both),
+                reattack_failures_before=sum(1 for b, _ in both if b.is_failure),
+                reattack_failures_after=sum(1 for _, a in both if a.is_failure),
+                reattack_failures_fixed=sum(1 for b, a in both if b.is_failure and not a.is_failure),
+                reattack_failures_new=sum(1 for b, a in both if not b.is_failure and a.is_failure),
             )
         self.store.put_metrics(0, {f"close_loop.{k}": v for k, v in out.items()})
-        return out
+        shown = {k: v for k, v in out.items() if not k.endswith(("_lo", "_hi"))}
+        for k in [k for k in shown if k.startswith("heldout_failure_rate_")]:
+            if shown[k] is not None:
+                shown[k] = f"{shown[k]:.2f} [{out[k + '_lo']:.2f}, {out[k + '_hi']:.2f}]"
+        return shown

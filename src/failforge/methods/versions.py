@@ -87,3 +87,25 @@ class Versions:
         version = train_dpo(base, rows, settings, self._out(name), store=self.ctx.store, ref=base, name=name, quiet=self._quiet)
         self._done(name, t)
         return version
+
+    def served_like(self, name: str, base: ModelVersion, trained: ModelVersion, settings: TrainSettings) -> ModelVersion:
+        """The untrained weights, exported and served exactly as ``trained`` is (the
+        same GGUF export and dtype, or the same transformers path), so a before/after
+        comparison differs by training alone, not by quantization."""
+        from failforge.models.base import fingerprint_of
+
+        fp = fingerprint_of(parent=base.fingerprint, export=settings.gguf_dtype if trained.gguf else "checkpoint")
+        if not trained.gguf:
+            return ModelVersion(name=name, checkpoint=base.checkpoint, adapter=base.adapter, fingerprint=fp, parent=base.fingerprint)
+        out = self._out(name) / "model.gguf"
+        if not out.exists():
+            import os
+
+            from failforge.train.gguf_export import export_gguf
+
+            out.parent.mkdir(parents=True, exist_ok=True)
+            tmp = out.with_name("model.gguf.tmp")
+            self.ctx.log(f"exporting the untrained {base.name} like the trained one ({settings.gguf_dtype} GGUF)")
+            export_gguf(base.checkpoint, base.adapter, base.gguf, tmp, settings.gguf_dtype)
+            os.replace(tmp, out)
+        return ModelVersion(name=name, checkpoint=base.checkpoint, adapter=base.adapter, gguf=str(out), fingerprint=fp, parent=base.fingerprint)

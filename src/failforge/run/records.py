@@ -68,6 +68,31 @@ class AttemptRecord(Record):
         return self.id
 
 
+class EvalRecord(Record):
+    """A held-out or re-attack answer: evaluation only, never exported as a failure
+    and never used as training data."""
+
+    KIND: ClassVar[str] = "eval"
+    id: str
+    #: heldout | reattack
+    stage: str
+    #: which model answered: base (untrained, served like the trained one), trained, configured
+    arm: str
+    instruction: str
+    responses: list[str] = Field(default_factory=list)
+    reference: Any = None
+    label: str = "unscorable"
+    score: float | None = None
+    reason: str = ""
+
+    @property
+    def failed(self) -> bool:
+        return self.label == "fail"
+
+    def key(self) -> str:
+        return self.id
+
+
 class PairRecord(Record):
     """A DPO preference pair for the proposer: failure-inducing (chosen) vs not (rejected)."""
 
@@ -93,7 +118,7 @@ class SFTRecord(Record):
 
 
 RECORD_TYPES: dict[str, type[Record]] = {
-    t.KIND: t for t in (AnswerRecord, AttemptRecord, PairRecord, SFTRecord)
+    t.KIND: t for t in (AnswerRecord, AttemptRecord, EvalRecord, PairRecord, SFTRecord)
 }
 
 

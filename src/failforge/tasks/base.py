@@ -98,6 +98,11 @@ class Task(ABC):
         """The judge, and a warning line when it is only a proxy for the paper's judge."""
         return build_judge(spec or self.default_judge(), model), None
 
+    def labelled_set(self, judge: Judge) -> tuple[Any, dict[str, Any]] | None:
+        """A human-labelled file that measures this task's judge at run start, with the
+        ``load_labelled`` column options, or None (then a saved judge-eval is used)."""
+        return None
+
     def judge_reference(self, candidate: Candidate) -> Any:
         """What the judge compares against (math: the computed value)."""
         return candidate.reference

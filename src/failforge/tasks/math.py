@@ -19,6 +19,7 @@ from failforge.judges.math import reference_value
 from failforge.judges.registry import JudgeSpec
 from failforge.models.base import ChatModel, SamplingParams
 from failforge.tasks.base import Candidate, Seed, Task, first_line
+from failforge.tasks.seeds import load_rows
 
 
 class MathTask(Task):
@@ -71,6 +72,15 @@ class MathTask(Task):
         if self.reference == "solver" and spec.model is None and model is None:
             raise ConfigError("task math with reference 'solver' needs judge.model (the stronger reference model)")
         return super().make_judge(spec, model)
+
+    def labelled_set(self, judge):
+        """The embedded model's answers to arithmetic questions, labelled by reading them."""
+        if self.reference != "exact" or judge.id != "math":
+            return None
+        from failforge.judges.measured import packaged_labels
+
+        cols = {"text_col": "response", "label_col": "label", "instruction_col": "instruction"}
+        return packaged_labels("math_answers.jsonl"), cols
 
     def good_responses(self, items, teacher: ChatModel | None):
         out: list[str | None] = []
