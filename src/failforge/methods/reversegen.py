@@ -48,7 +48,7 @@ class ReverseGenTraining(BaseModel):
     #: SFT of the target on the failures with good responses; null = skip
     target: TrainSettings | None = Field(default_factory=lambda: TrainSettings(kind="sft", max_steps=8, learning_rate=2e-4))
     #: at most this many DPO pairs per few-shot prompt
-    pairs_per_prompt: int = Field(2, ge=1)
+    pairs_per_prompt: int = Field(3, ge=1)
 
     @model_validator(mode="after")
     def _kinds(self) -> "ReverseGenTraining":
@@ -75,8 +75,8 @@ class ReverseGenConfig(MethodConfig):
     seeds: SeedsConfig = Field(default_factory=SeedsConfig)
     iterations: int = Field(3, ge=1)
     #: few-shot prompts per iteration, and proposer samples per prompt
-    prompts_per_iteration: int = Field(24, ge=1)
-    samples_per_prompt: int = Field(4, ge=1)
+    prompts_per_iteration: int = Field(32, ge=1)
+    samples_per_prompt: int = Field(6, ge=1)
     shots: int = Field(3, ge=1)
     #: MinHash near-duplicate threshold (word 2-gram shingles)
     dedup_threshold: float = Field(0.78, gt=0, le=1)

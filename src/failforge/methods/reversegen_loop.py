@@ -266,8 +266,8 @@ class ReverseGenLoop:
 
     def table(self) -> Table:
         t = Table(title=f"ReverseGen · {self.cfg.task}")
-        for col in ("iter", "samples", "invalid", "instructions", "failure rate (95% CI)", "DPO pairs", "unique failures", "Self-BLEU", "novelty", "calls", "tokens"):
-            t.add_column(col, justify="right")
+        for col in ("iter", "samples", "invalid", "instructions", "failure rate [95% CI]", "DPO pairs", "unique failures", "Self-BLEU", "novelty", "calls", "tokens"):
+            t.add_column(col, justify="right", no_wrap=True)
         fmt = lambda v, p=3: "-" if v is None else f"{v:.{p}f}"  # noqa: E731
         for it, m in sorted(self.store.metrics().items()):
             if it < 1:
