@@ -45,7 +45,10 @@ def judge_eval(
         raise FailforgeError("--store only says where --save writes: add --save")
     j = build_judge(parse_judge(judge))
     rows = load_labelled(data, j, text_col, label_col, instruction_col, reference_col, positive)
-    report, _ = evaluate(j, rows, data=str(data))
+    report, verdicts = evaluate(j, rows, data=str(data))
+    if report.scored == 0:
+        why = verdicts[0].reason if verdicts else "no rows"
+        raise FailforgeError(f"--data {data}: the judge could score none of {report.rows} rows (first: {why})")
     payload = report.model_dump_json(indent=2)
     if out is not None:
         try:
