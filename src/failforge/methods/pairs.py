@@ -1,8 +1,10 @@
 """Preference pairs from judged instructions: failure-inducing (chosen) vs not (rejected).
 
 ReverseGen pairs instructions sampled from the same few-shot prompt where it can,
-so the only difference DPO sees is what made the target fail. Prompts whose samples
-all failed or all passed borrow a partner from another prompt of the same iteration.
+so the only difference DPO sees is what made the target fail. Instructions left
+unpaired (a prompt whose samples all failed or all passed, or more of one outcome
+than the other) are paired across prompts of the same iteration, each instruction
+used once; a cross-prompt pair keeps the chosen instruction's prompt.
 """
 
 from __future__ import annotations
@@ -40,8 +42,8 @@ def build_pairs(items: list[Judged], rng: random.Random, max_per_prompt: int = 2
         k = min(len(fails), len(passes), max_per_prompt)
         for f, p in zip(fails[:k], passes[:k]):
             pairs.append(Pair(prompt, f, p, True))
-        unpaired_fail += fails[k:k + max_per_prompt] if not passes else []
-        unpaired_pass += passes[k:k + max_per_prompt] if not fails else []
+        unpaired_fail += fails[k:]
+        unpaired_pass += passes[k:]
     # Cross-prompt pairs: the chosen instruction keeps its own prompt.
     rng.shuffle(unpaired_pass)
     for f, p in zip(unpaired_fail, unpaired_pass):

@@ -75,7 +75,7 @@ class ReverseGenConfig(MethodConfig):
     seeds: SeedsConfig = Field(default_factory=SeedsConfig)
     iterations: int = Field(3, ge=1)
     #: few-shot prompts per iteration, and proposer samples per prompt
-    prompts_per_iteration: int = Field(32, ge=1)
+    prompts_per_iteration: int = Field(48, ge=1)
     samples_per_prompt: int = Field(6, ge=1)
     shots: int = Field(3, ge=1)
     #: MinHash near-duplicate threshold (word 2-gram shingles)

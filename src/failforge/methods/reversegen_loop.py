@@ -151,6 +151,7 @@ class ReverseGenLoop:
             temperature=cfg.proposer_temperature,
             top_p=cfg.proposer_top_p or self.task.proposer_top_p,
             max_tokens=cfg.proposer_max_tokens,
+            stop=self.task.proposer_stop,
             seed=cfg.seed * 1000 + it,
         )
         with ctx.tracked(proposer, f"iteration {it}: proposing", len(prompts) * params.n):

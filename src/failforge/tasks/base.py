@@ -58,6 +58,10 @@ class Task(ABC):
     #: instruction text written to the few-shot prompt per example
     item_label: str = "Question"
 
+    #: where the proposer's sample ends: one-line tasks stop at the first line break
+    #: after some text (only the first line is read), which saves most of the tokens
+    proposer_stop: tuple[str, ...] = ()
+
     #: what the few-shot prompt asks for
     request: str = "Write one new question of the same kind. Reply with the question only."
 

@@ -25,6 +25,7 @@ from failforge.tasks.seeds import load_rows
 class MathTask(Task):
     name = "math"
     proposer_top_p = 0.9
+    proposer_stop = ("\n",)
     item_label = "Question"
     request = "Write one new math question of the same kind. Reply with the question only."
 
