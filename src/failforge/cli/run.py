@@ -19,7 +19,7 @@ def _console() -> Console:
 def _print_summary(summary: dict) -> None:
     out = Console()
     if not out.is_terminal:  # piped output: a readable table, not one squeezed into 80 columns
-        out = Console(width=120)
+        out = Console(width=170)
     table = summary.pop("table", None)
     if table is not None and not cli_state.state.quiet:
         out.print(table)

@@ -8,10 +8,11 @@ from typing import Any
 
 from rich.table import Table
 
-from failforge.data.dedup import minhash_dedup, overlaps
+from failforge.data.dedup import minhash_dedup
 from failforge.judges.base import Verdict
 from failforge.methods.judging import judge_answers, measure_judge
 from failforge.methods.pairs import Judged, build_pairs
+from failforge.methods.sampling import sample
 from failforge.models.base import Message, SamplingParams
 from failforge.run.context import RunContext
 from failforge.run.records import AttemptRecord, EvalRecord, PairRecord, Provenance, SFTRecord, load, put
@@ -154,36 +155,16 @@ class ReverseGenLoop:
             stop=self.task.proposer_stop,
             seed=cfg.seed * 1000 + it,
         )
+        # 2. parse; drop invalid samples, copied seeds, held-out copies and near-duplicates
         with ctx.tracked(proposer, f"iteration {it}: proposing", len(prompts) * params.n):
-            outs = proposer.generate(prompts, params)
-
-        # 2. parse, drop invalid ones and near-duplicates
-        raw: list[tuple[str, Candidate]] = []
-        n_samples = n_invalid = n_copied = 0
-        seed_texts = {s.text.strip().lower() for s in self.pool}
-        for prompt, comps in zip(prompts, outs):
-            for c in comps:
-                n_samples += 1
-                cand = self.task.parse(c.text)
-                if cand is None:
-                    n_invalid += 1
-                elif cand.text.strip().lower() in seed_texts:  # a copied seed is not a new instruction
-                    n_copied += 1
-                else:
-                    raw.append((prompt[0].content, cand))
-        # decontamination: nothing equal or near to a held-out seed may become training data
-        leaked = overlaps([c.text for _, c in raw], self.heldout_texts, self.cfg.dedup_threshold)
-        n_heldout = sum(leaked)
-        raw = [r for r, bad in zip(raw, leaked) if not bad]
-        if cfg.validity is not None and raw:
-            raw = self._validity_filter(raw)
-        kept = minhash_dedup([c.text for _, c in raw], threshold=cfg.dedup_threshold)
-        items = [raw[i] for i in kept]
-        ctx.log(
-            f"iteration {it}: {n_samples} samples, {n_invalid} invalid, {n_copied} copied seeds, "
-            f"{n_heldout} held-out copies, "
-            f"{len(raw) - len(items)} near-duplicates, {len(items)} instructions"
-        )
+            sampled = sample(
+                proposer, prompts, params, self.task.parse,
+                known=[s.text for s in self.pool], heldout=self.heldout_texts, dedup_threshold=cfg.dedup_threshold,
+                keep=self._validity_filter if cfg.validity is not None else None,
+            )
+        items = [(prompts[i][0].content, c) for i, c in sampled.items]
+        n_samples, n_invalid, n_copied, n_heldout = sampled.samples, sampled.invalid, sampled.copied, sampled.heldout_copies
+        ctx.log(f"iteration {it}: {sampled.line()}")
 
         # 3. the target answers; 4. the judge labels
         tparams = self.task.target_params(SamplingParams(max_tokens=cfg.target_max_tokens, seed=cfg.seed))
@@ -228,7 +209,7 @@ class ReverseGenLoop:
             for _, c in raw
         ]
         outs = checker.generate(asks, SamplingParams(temperature=0.0, max_tokens=4))
-        return [r for r, o in zip(raw, outs) if o[0].text.strip().lower().startswith("yes")]
+        return [r for r, o in zip(raw, outs) if o[0].text.strip().lower().startswith("yes")]  # (prompt index, candidate)
 
     # --- metrics ------------------------------------------------------------------------
     def _metrics(self, it: int, records: list[AttemptRecord], n_samples: int, n_invalid: int, usage) -> dict[str, Any]:
