@@ -26,7 +26,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-_COMMAND_MODULES = ["run", "judges", "datasets", "report"]
+_COMMAND_MODULES = ["run", "judges", "datasets", "report", "label"]
 
 
 @app.callback()
