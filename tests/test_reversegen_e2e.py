@@ -98,8 +98,10 @@ def test_reversegen_math_runs_trains_and_resumes(tmp_path):
     exp = cli("export", str(run_dir), "--what", "all", "-o", str(out))
     assert exp.returncode == 0, exp.stderr[-2000:]
     failures = [json.loads(line) for line in (out / "failures.jsonl").read_text().splitlines()]
-    heldout = {e["instruction"] for e in store.records("eval")}
-    assert failures and not any(f["instruction"] in heldout for f in failures)  # evaluation rows never leak
+    heldout = {e["instruction"] for e in store.records("eval") if e["stage"] == "heldout"}
+    assert failures and not any(f["instruction"] in heldout for f in failures)  # held-out seeds never leak
+    exported = {f["id"] for f in failures}
+    assert not any(e["_key"] in exported for e in store.records("eval"))  # evaluation answers are not failures
     sft = [json.loads(line) for line in (out / "sft.jsonl").read_text().splitlines()]
     assert sft and not any(r["messages"][0]["content"] in heldout for r in sft)
     runs = cli("runs", str(tmp_path), "--json")

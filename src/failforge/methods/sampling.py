@@ -85,9 +85,14 @@ def filter_samples(
         raw = [r for r, bad in zip(raw, leaked) if not bad]
     if keep is not None and raw:
         raw = keep(raw)
-    kept = minhash_dedup([c.text for _, c in raw], threshold=dedup_threshold)  # type: ignore[attr-defined]
+    # the same text (case and spacing aside), then MinHash near-duplicates
+    first: dict[str, int] = {}
+    for k, (_, c) in enumerate(raw):
+        first.setdefault(_norm(c.text), k)  # type: ignore[attr-defined]
+    unique = [raw[k] for k in sorted(first.values())]
+    kept = minhash_dedup([c.text for _, c in unique], threshold=dedup_threshold)  # type: ignore[attr-defined]
     out.near_duplicates = len(raw) - len(kept)
-    out.items = [raw[i] for i in kept]
+    out.items = [unique[i] for i in kept]
     return out
 
 
