@@ -10,6 +10,7 @@ from failforge.methods.base import Method, MethodConfig
 _MODULES = {
     "answer": "failforge.methods.answer",
     "reversegen": "failforge.methods.reversegen",
+    "adversarial-judge": "failforge.methods.adversarial_judge",
 }
 
 METHOD_NAMES = tuple(_MODULES)

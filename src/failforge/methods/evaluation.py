@@ -31,7 +31,7 @@ class ArmScore(BaseModel):
         return [self.arm, acc, f(self.precision), f(self.recall), str(self.false_negatives), str(self.unscorable)]
 
 
-COLUMNS = ("arm", "held-out accuracy [95% CI]", "precision", "recall", "missed positives", "unscorable")
+COLUMNS = ("arm", "accuracy [95% CI]", "prec.", "recall", "missed", "unscorable")
 
 
 def score_arm(arm: str, verdicts: list[Verdict], positive: list[bool]) -> ArmScore:

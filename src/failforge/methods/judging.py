@@ -20,9 +20,9 @@ if TYPE_CHECKING:
     from failforge.tasks import Candidate, Task
 
 
-def measure_judge(ctx: "RunContext", judge: Judge, task: "Task") -> str:
+def measure_judge(ctx: "RunContext", judge: Judge, task: "Task | None" = None) -> str:
     """Record the judge's error rate in the run's meta; returns the line it logged."""
-    labelled = task.labelled_set(judge)
+    labelled = task.labelled_set(judge) if task is not None else None
     if labelled is not None:
         path, kwargs = labelled
         entry = measure(judge, path, **kwargs)

@@ -109,3 +109,16 @@ class Versions:
             export_gguf(base.checkpoint, base.adapter, base.gguf, tmp, settings.gguf_dtype)
             os.replace(tmp, out)
         return ModelVersion(name=name, checkpoint=base.checkpoint, adapter=base.adapter, gguf=str(out), fingerprint=fp, parent=base.fingerprint)
+
+    def train_classifier(
+        self, name: str, base: ModelVersion, rows: list[dict], labels: list[str], settings: TrainSettings
+    ) -> ModelVersion:
+        from failforge.train.classifier import train_classifier
+
+        self.ctx.log(f"training {name}: classifier on {len(rows)} rows (from {base.name})")
+        t = time.perf_counter()
+        version = train_classifier(
+            base, rows, settings, self._out(name), store=self.ctx.store, name=name, labels=labels, quiet=self._quiet
+        )
+        self._done(name, t)
+        return version

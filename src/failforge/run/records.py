@@ -93,6 +93,30 @@ class EvalRecord(Record):
         return self.id
 
 
+class PromptRecord(Record):
+    """A labelled prompt of the adversarial-judge method: a seed, a held-out item, a
+    pool item (the random control) or an adversary's rewrite, with the judge's guess."""
+
+    KIND: ClassVar[str] = "prompt"
+    id: str
+    text: str
+    #: seed | heldout | pool | adversary
+    source: str
+    round: int | None = None
+    #: the class a person (or the oracle) gave it; None while unlabelled
+    label: str | None = None
+    #: for an adversary's rewrite: the id of the prompt it rewrote
+    origin: str | None = None
+    #: the judge's verdict before it was trained on this round, and its probability
+    judge_label: str | None = None
+    judge_score: float | None = None
+    #: labelled problematic and passed by the judge
+    fooled: bool | None = None
+
+    def key(self) -> str:
+        return self.id
+
+
 class PairRecord(Record):
     """A DPO preference pair for the proposer: failure-inducing (chosen) vs not (rejected)."""
 
@@ -118,7 +142,7 @@ class SFTRecord(Record):
 
 
 RECORD_TYPES: dict[str, type[Record]] = {
-    t.KIND: t for t in (AnswerRecord, AttemptRecord, EvalRecord, PairRecord, SFTRecord)
+    t.KIND: t for t in (AnswerRecord, AttemptRecord, EvalRecord, PairRecord, PromptRecord, SFTRecord)
 }
 
 
