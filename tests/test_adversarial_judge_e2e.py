@@ -2,12 +2,8 @@
 adversary, the oracle labeller, real classifier fine-tuning of all-MiniLM-L6-v2 round
 after round beside the random-sample control, then a resume that redoes nothing."""
 
-import subprocess
-import sys
-
 import pytest
-
-from failforge.run.store import RunStore
+from runcli import assert_resume_repeats_nothing, run_config
 
 TINY = """
 method: adversarial-judge
@@ -23,22 +19,9 @@ transfer: {n: 20}
 """
 
 
-def cli(*args):
-    return subprocess.run(
-        [sys.executable, "-c", "from failforge.cli import main; main()", "-q", *args],
-        capture_output=True, text=True, timeout=1200,
-    )
-
-
 @pytest.mark.slow
 def test_adversarial_judge_rounds_with_control_and_resume(tmp_path):
-    cfg = tmp_path / "tiny.yaml"
-    cfg.write_text(TINY)
-    run_dir = tmp_path / "run"
-    proc = cli("run", str(cfg), "--run-dir", str(run_dir))
-    assert proc.returncode == 0, proc.stderr[-3000:]
-
-    store = RunStore(run_dir / "store.sqlite")
+    run_dir, store = run_config(tmp_path, TINY)
     metrics = store.metrics()
     for r in (1, 2):
         m = metrics[r]
@@ -59,11 +42,4 @@ def test_adversarial_judge_rounds_with_control_and_resume(tmp_path):
     for r in (1, 2):
         assert len([p for p in prompts if p["source"] == "pool" and p["round"] == r]) == metrics[r]["added_to_training"]
     assert "transfer.adversarial.accuracy" in metrics[0] and "transfer.untuned.accuracy" in metrics[0]
-    calls = store.call_totals()["calls"]
-    store.close()
-
-    again = cli("resume", str(run_dir))
-    assert again.returncode == 0, again.stderr[-3000:]
-    store = RunStore(run_dir / "store.sqlite")
-    assert store.call_totals()["calls"] == calls
-    assert store.metrics() == metrics
+    assert_resume_repeats_nothing(run_dir, store)

@@ -3,12 +3,9 @@ judging, real TRL SFT/DPO steps with GGUF export, then a resume that redoes noth
 the report, export and runs commands then read the store that real run wrote."""
 
 import json
-import subprocess
-import sys
 
 import pytest
-
-from failforge.run.store import RunStore
+from runcli import assert_resume_repeats_nothing, cli, run_config
 
 TINY = """
 method: reversegen
@@ -30,22 +27,9 @@ train:
 """
 
 
-def cli(*args):
-    return subprocess.run(
-        [sys.executable, "-c", "from failforge.cli import main; main()", "-q", *args],
-        capture_output=True, text=True, timeout=1200,
-    )
-
-
 @pytest.mark.slow
 def test_reversegen_math_runs_trains_and_resumes(tmp_path):
-    cfg = tmp_path / "tiny.yaml"
-    cfg.write_text(TINY)
-    run_dir = tmp_path / "run"
-    proc = cli("run", str(cfg), "--run-dir", str(run_dir))
-    assert proc.returncode == 0, proc.stderr[-3000:]
-
-    store = RunStore(run_dir / "store.sqlite")
+    run_dir, store = run_config(tmp_path, TINY)
     metrics = store.metrics()
     for it in (1, 2):
         m = metrics[it]
@@ -78,15 +62,7 @@ def test_reversegen_math_runs_trains_and_resumes(tmp_path):
     trained_fp = {e["provenance"]["target_fingerprint"] for e in evals if e["arm"] == "trained"}
     base_fp = {e["provenance"]["target_fingerprint"] for e in evals if e["arm"] == "base"}
     assert len(trained_fp) == 1 and trained_fp != base_fp  # rows name the model that answered
-    calls_before = store.call_totals()["calls"]
-    store.close()
-
-    again = cli("resume", str(run_dir))
-    assert again.returncode == 0, again.stderr[-3000:]
-    store = RunStore(run_dir / "store.sqlite")
-    assert store.call_totals()["calls"] == calls_before  # every answer came from the cache
-    assert store.metrics() == metrics  # the same numbers
-    assert store.meta()["status"] == "finished"
+    store = assert_resume_repeats_nothing(run_dir, store)
 
     # report, export and runs on the store this real run wrote
     html = tmp_path / "report.html"

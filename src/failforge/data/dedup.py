@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -41,14 +42,13 @@ def minhash_dedup(
     """Indices of texts kept after dropping each near-duplicate of an earlier kept text."""
     if not 0.0 < threshold <= 1.0:
         raise ValueError(f"threshold must be in (0, 1], got {threshold}")
-    from datasketch import MinHash, MinHashLSH
+    from datasketch import MinHashLSH
 
     lsh = MinHashLSH(threshold=threshold, num_perm=num_perm)
-    signatures: dict[int, MinHash] = {}
+    signatures: dict[int, Any] = {}
     kept: list[int] = []
     for i, text in enumerate(texts):
-        m = MinHash(num_perm=num_perm, seed=seed)
-        m.update_batch([s.encode("utf-8") for s in shingles(text, ngram)])
+        m = _signature(text, num_perm, ngram, seed)
         if any(m.jaccard(signatures[j]) >= threshold for j in lsh.query(m)):
             continue
         lsh.insert(i, m)

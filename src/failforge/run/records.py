@@ -47,13 +47,11 @@ class AnswerRecord(Record):
         return self.id
 
 
-class AttemptRecord(Record):
-    """An instruction the proposer wrote, the target's response(s) and the judge's verdict."""
+class JudgedAnswer(Record):
+    """An instruction, the target's response(s) and the judge's verdict on them."""
 
-    KIND: ClassVar[str] = "attempt"
     id: str
     instruction: str
-    proposer_prompt: str = ""
     responses: list[str] = Field(default_factory=list)
     reference: Any = None
     label: str = "unscorable"  # fail | pass | unscorable
@@ -68,29 +66,22 @@ class AttemptRecord(Record):
         return self.id
 
 
-class EvalRecord(Record):
+class AttemptRecord(JudgedAnswer):
+    """An instruction the proposer wrote, the target's response(s) and the judge's verdict."""
+
+    KIND: ClassVar[str] = "attempt"
+    proposer_prompt: str = ""
+
+
+class EvalRecord(JudgedAnswer):
     """A held-out or re-attack answer: evaluation only, never exported as a failure
     and never used as training data."""
 
     KIND: ClassVar[str] = "eval"
-    id: str
     #: heldout | reattack
     stage: str
     #: which model answered: base (untrained, served like the trained one), trained, configured
     arm: str
-    instruction: str
-    responses: list[str] = Field(default_factory=list)
-    reference: Any = None
-    label: str = "unscorable"
-    score: float | None = None
-    reason: str = ""
-
-    @property
-    def failed(self) -> bool:
-        return self.label == "fail"
-
-    def key(self) -> str:
-        return self.id
 
 
 class PromptRecord(Record):
