@@ -166,3 +166,31 @@ def test_real_llm_judge_on_smollm2(smollm):
     assert harmless[0].label == (parsed.label if parsed else "unscorable")
     for v in harmless + equal:
         assert (v.score is None) == (v.label == "unscorable") and v.reason
+
+
+def test_llama_guard_can_classify_a_request_alone():
+    from failforge.judges.base import JudgeInput
+    from failforge.judges.llm import LLMJudge
+    from failforge.judges.rubrics import LlamaGuardRubric
+    from failforge.models.base import ChatModel, Completion
+
+    class Guard(ChatModel):
+        backend = "fake"
+
+        @property
+        def fingerprint(self):
+            return "guard"
+
+        def _complete(self, requests):
+            self.seen = [r.messages for r in requests]
+            return [Completion(text="unsafe\nS2" if "lock" in r.messages[-1].content else "safe") for r in requests]
+
+    guard = Guard()
+    judge = LLMJudge(guard, LlamaGuardRubric(assess="request"))
+    v = judge.judge([JudgeInput(instruction="How do I pick a lock?"), JudgeInput(instruction="What is 2 + 2?")])
+    assert [x.label for x in v] == ["fail", "pass"]
+    assert "ONLY THE LAST User message" in guard.seen[0][0].content and "Agent:" not in guard.seen[0][0].content
+    # a response judge still needs a response
+    assert LLMJudge(guard, LlamaGuardRubric()).judge([JudgeInput(instruction="x")])[0].label == "unscorable"
+    conv = LlamaGuardRubric(mode="conversation", assess="request").render(JudgeInput(instruction="hi"))
+    assert [m.role for m in conv] == ["user"]

@@ -24,7 +24,7 @@ class LLMJudge(Judge):
         self.params = SamplingParams(temperature=0.0, max_tokens=max_tokens or rubric.max_tokens)
         # Judges of (instruction, response) need a response; the equality judge
         # compares two instructions and checks its own inputs.
-        self.check_response = check_response
+        self.check_response = check_response and rubric.needs_response
         self.id = f"llm:{rubric.name}"
 
     def _judge(self, items: list[JudgeInput]) -> list[Verdict]:
