@@ -113,8 +113,10 @@ class AdversarialJudgeLoop:
 
     def _judge(self, version: ModelVersion) -> Judge:
         from failforge.judges.classifier import ClassifierJudge, HFSequenceClassifier
+        from failforge.train.callbacks import quiet_progress
 
-        clf = HFSequenceClassifier(version.checkpoint, positive_label=PROBLEMATIC, max_length=self.cfg.train.max_length)
+        with quiet_progress(self.versions.quiet):
+            clf = HFSequenceClassifier(version.checkpoint, positive_label=PROBLEMATIC, max_length=self.cfg.train.max_length)
         return ClassifierJudge(clf, threshold=self.cfg.judge.threshold, field="instruction")
 
     @staticmethod

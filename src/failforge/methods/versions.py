@@ -60,7 +60,7 @@ class Versions:
         return self.models_dir / name
 
     @property
-    def _quiet(self) -> bool:
+    def quiet(self) -> bool:
         # Trainer progress bars only on a terminal; logs and the store get every step anyway.
         return self.ctx.quiet or not self.ctx.console.is_terminal
 
@@ -75,7 +75,7 @@ class Versions:
 
         self.ctx.log(f"training {name}: SFT on {len(rows)} rows")
         t = time.perf_counter()
-        version = train_sft(base, rows, settings, self._out(name), store=self.ctx.store, name=name, quiet=self._quiet)
+        version = train_sft(base, rows, settings, self._out(name), store=self.ctx.store, name=name, quiet=self.quiet)
         self._done(name, t)
         return version
 
@@ -84,7 +84,7 @@ class Versions:
 
         self.ctx.log(f"training {name}: DPO on {len(rows)} pairs (reference = the previous version)")
         t = time.perf_counter()
-        version = train_dpo(base, rows, settings, self._out(name), store=self.ctx.store, ref=base, name=name, quiet=self._quiet)
+        version = train_dpo(base, rows, settings, self._out(name), store=self.ctx.store, ref=base, name=name, quiet=self.quiet)
         self._done(name, t)
         return version
 
@@ -118,7 +118,7 @@ class Versions:
         self.ctx.log(f"training {name}: classifier on {len(rows)} rows (from {base.name})")
         t = time.perf_counter()
         version = train_classifier(
-            base, rows, settings, self._out(name), store=self.ctx.store, name=name, labels=labels, quiet=self._quiet
+            base, rows, settings, self._out(name), store=self.ctx.store, name=name, labels=labels, quiet=self.quiet
         )
         self._done(name, t)
         return version

@@ -69,14 +69,18 @@ def quiet_progress(quiet: bool) -> Iterator[None]:
 
     was_ds = datasets.is_progress_bar_enabled()
     was_hf = hf_logging.is_progress_bar_enabled()
+    verbosity = hf_logging.get_verbosity()
     datasets.disable_progress_bars()
     hf_logging.disable_progress_bar()
+    # the load report ("classifier.weight | MISSING": a new head is expected here) is noise too
+    hf_logging.set_verbosity_error()
     try:
         with warnings.catch_warnings():
             # transformers 5 deprecation notices about names TRL still uses: noise for our users
             warnings.filterwarnings("ignore", message=r"`\w*gradient_checkpointing` is deprecated", category=FutureWarning)
             yield
     finally:
+        hf_logging.set_verbosity(verbosity)
         if was_ds:
             datasets.enable_progress_bars()
         if was_hf:
