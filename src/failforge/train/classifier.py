@@ -1,6 +1,8 @@
 """Sequence-classification fine-tuning (a judge that learns from its misses).
 
-Rows are ``{"text": str, "label": str | int}``. The checkpoint gets a fresh
+Rows are ``{"text": str, "label": str | int}``, optionally with ``"text_pair": str``
+(every row or none): the two texts are then read as a pair (``[CLS] text [SEP]
+text_pair [SEP]``), e.g. an instruction and its response. The checkpoint gets a fresh
 classification head (transformers ``AutoModelForSequenceClassification``), LoRA
 (with the head fully trained) or full fine-tuning, and plain ``transformers.Trainer``
 (TRL has no classifier trainer). The result is saved as a plain checkpoint with
@@ -58,10 +60,12 @@ def train_classifier(
                 DataCollatorWithPadding,
                 Trainer,
                 TrainingArguments,
+                set_seed,
             )
 
             plan = plan_device(settings)
             plan.apply()
+            set_seed(settings.seed)  # the new head is drawn before Trainer seeds anything
             tokenizer = AutoTokenizer.from_pretrained(str(checkpoint))
             if tokenizer.pad_token is None:
                 tokenizer.pad_token = tokenizer.eos_token
@@ -80,10 +84,14 @@ def train_classifier(
 
                 model = get_peft_model(model, peft)  # SEQ_CLS also trains the new head in full
 
-            def encode(batch):
-                return tokenizer(batch["text"], truncation=True, max_length=settings.max_length)
+            pairs = "text_pair" in data[0]
 
-            dataset = Dataset.from_list(data).map(encode, batched=True, remove_columns=["text"])
+            def encode(batch):
+                second = batch["text_pair"] if pairs else None
+                return tokenizer(batch["text"], second, truncation=True, max_length=settings.max_length)
+
+            text_cols = ["text", "text_pair"] if pairs else ["text"]
+            dataset = Dataset.from_list(data).map(encode, batched=True, remove_columns=text_cols)
             trainer = Trainer(
                 model=model,
                 args=TrainingArguments(**trainer_args(settings, plan, step.trainer_dir, quiet)),
@@ -109,12 +117,15 @@ def train_classifier(
 
 
 def classifier_rows(rows: list[dict[str, Any]], labels: list[str] | None) -> tuple[list[dict[str, Any]], list[str]]:
-    """Rows as ``{"text", "label": class index}`` and the label names in class order."""
+    """Rows as ``{"text", ["text_pair",] "label": class index}`` and the label names in class order."""
     if not rows:
         raise DatasetError("classifier: no training rows")
+    pairs = isinstance(rows[0], dict) and "text_pair" in rows[0]
     for i, row in enumerate(rows):
         if not isinstance(row, dict) or not isinstance(row.get("text"), str) or "label" not in row:
             raise DatasetError(f"classifier row {i}: needs 'text' (a string) and 'label'")
+        if pairs != ("text_pair" in row) or (pairs and not isinstance(row["text_pair"], str)):
+            raise DatasetError(f"classifier row {i}: 'text_pair' (a string) must be in every row or in none")
         if isinstance(row["label"], bool) or not isinstance(row["label"], (str, int)):
             raise DatasetError(f"classifier row {i}: label must be a string or an integer class index")
     if labels is None:
@@ -127,12 +138,13 @@ def classifier_rows(rows: list[dict[str, Any]], labels: list[str] | None) -> tup
     out = []
     for i, row in enumerate(rows):
         label = row["label"]
+        texts = {"text": row["text"], **({"text_pair": row["text_pair"]} if pairs else {})}
         if isinstance(label, int):
             if not 0 <= label < len(labels):
                 raise DatasetError(f"classifier row {i}: label {label} is not a class index 0..{len(labels) - 1}")
-            out.append({"text": row["text"], "label": label})
+            out.append({**texts, "label": label})
         elif label not in index:
             raise DatasetError(f"classifier row {i}: label {label!r} is not one of {labels}")
         else:
-            out.append({"text": row["text"], "label": index[label]})
+            out.append({**texts, "label": index[label]})
     return out, list(labels)
