@@ -28,7 +28,7 @@ Kind = Literal["refusal", "llm", "classifier", "math", "honesty", "equality"]
 # Which optional fields each kind reads; any other field set is a config mistake.
 _FIELDS: dict[str, set[str]] = {
     "refusal": {"fail_on", "method", "phrases_file", "extra_phrases", "opening_chars"},
-    "llm": {"model", "rubric", "threshold", "max_tokens", "guard_mode"},
+    "llm": {"model", "rubric", "threshold", "max_tokens", "guard_mode", "assess"},
     "classifier": {"classifier", "threshold", "field", "positive_label"},
     "math": {"model", "no_answer", "decimal_places", "last_number_fallback", "max_tokens"},
     "honesty": {"threshold", "letters", "max_unparsed_share"},
@@ -52,6 +52,8 @@ class JudgeSpec(BaseModel):
     rubric: str | None = None
     #: llm llama-guard: send the task prompt (any model) or the bare conversation (a served Llama Guard)
     guard_mode: Literal["prompt", "conversation"] | None = None
+    #: llm llama-guard: judge the response (default) or the user's request alone (a prompt classifier)
+    assess: Literal["response", "request"] | None = None
     #: refusal: which outcome is the failure
     fail_on: Literal["compliance", "refusal"] | None = None
     #: refusal: phrases (the default) or classifier (fine-tuned on pyrit's labelled refusals, trained
@@ -218,7 +220,7 @@ def build_judge(spec: JudgeSpec, model: ChatModel | None = None, cache_root: Pat
 
         name = spec.rubric or "llama-guard"
         if name == "llama-guard":
-            rubric = LlamaGuardRubric(mode=spec.guard_mode or "prompt")
+            rubric = LlamaGuardRubric(mode=spec.guard_mode or "prompt", assess=spec.assess or "response")
         elif name == "helpfulness":
             rubric = HelpfulnessRubric(pass_at=5.0 if spec.threshold is None else spec.threshold)
         else:
