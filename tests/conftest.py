@@ -19,3 +19,20 @@ def store(tmp_path):
     s = RunStore(tmp_path / "store.sqlite")
     yield s
     s.close()
+
+
+@pytest.fixture
+def app():
+    """The judge commands (`judge-eval`) on their own Typer app."""
+    import typer
+
+    from failforge.cli.judges import register
+
+    a = typer.Typer()
+    register(a)
+
+    @a.command("noop")
+    def _noop():  # a second command keeps typer in multi-command mode
+        pass
+
+    return a

@@ -6,7 +6,6 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from failforge.cli.judges import register
 from failforge.errors import FailforgeError
 
 ROWS = [
@@ -33,16 +32,6 @@ def csv_file(tmp_path):
     return f
 
 
-@pytest.fixture
-def app():
-    a = typer.Typer()
-    register(a)
-
-    @a.command("noop")
-    def _noop():  # a second command keeps typer in multi-command mode
-        pass
-
-    return a
 
 
 def _run(app, *args):

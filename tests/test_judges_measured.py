@@ -13,7 +13,6 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from failforge.cli.judges import register
 from failforge.errors import DatasetError, FailforgeError
 from failforge.judges.base import Judge, JudgeInput, Verdict
 from failforge.judges.labelled import evaluate, load_labelled
@@ -281,16 +280,6 @@ def test_finished_run_prints_each_judge(tmp_path):
 # --- the CLI --------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def app():
-    a = typer.Typer()
-    register(a)
-
-    @a.command("noop")
-    def _noop():  # a second command keeps typer in multi-command mode
-        pass
-
-    return a
 
 
 def test_cli_save_to_store(app, data, tmp_path):

@@ -132,7 +132,9 @@ def load_labelled(
     return out
 
 
-class JudgeEvalReport(BaseModel):
+class JudgeScores(BaseModel):
+    """A judge's scores on one labelled data file (fail = the positive class)."""
+
     judge: str
     judge_version: str
     data: str
@@ -145,6 +147,9 @@ class JudgeEvalReport(BaseModel):
     f1: float | None
     #: rows = human label, columns = judge verdict; keys "fail"/"pass", plus "unscorable" columns
     confusion: dict[str, dict[str, int]]
+
+
+class JudgeEvalReport(JudgeScores):
     mistakes: list[dict[str, Any]]
 
 

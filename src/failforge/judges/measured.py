@@ -39,7 +39,7 @@ from pydantic import BaseModel, ValidationError
 
 from failforge.errors import DatasetError, FailforgeError
 from failforge.judges.base import Judge
-from failforge.judges.labelled import JudgeEvalReport, evaluate, load_labelled
+from failforge.judges.labelled import JudgeEvalReport, JudgeScores, evaluate, load_labelled
 
 if TYPE_CHECKING:
     from failforge.run.store import RunStore
@@ -49,27 +49,15 @@ Source = Literal["measured at run start", "saved judge-eval"]
 Status = Literal["measured", "not measured", "stale"]
 
 
-class MeasuredResult(BaseModel):
-    """A judge's scores on one labelled data file (the saved JSON, and what callers get)."""
+class MeasuredResult(JudgeScores):
+    """A judge's scores on one labelled data file (the saved JSON, and what callers get);
+    ``data`` is the file's absolute path."""
 
-    judge: str
-    judge_version: str
     #: the judge as given to judge-eval (``--judge``), e.g. "refusal:refusal"
     spec: str = ""
-    #: absolute path of the labelled data file
-    data: str
     data_sha256: str
-    rows: int
-    scored: int
-    unscorable: int
-    accuracy: float | None
-    precision: float | None
-    recall: float | None
-    f1: float | None
     #: 1 - accuracy over scored rows; None when no row was scored
     error_rate: float | None
-    #: rows = human label, columns = judge verdict ("fail", "pass", "unscorable")
-    confusion: dict[str, dict[str, int]]
     measured_at: float
     saved_at: float | None = None
     source: Source = "saved judge-eval"
