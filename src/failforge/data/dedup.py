@@ -32,6 +32,39 @@ def shingles(text: str, n: int = 2) -> set[str]:
     return {" ".join(words[i : i + n]) for i in range(len(words) - n + 1)}
 
 
+def normalize_text(text: str) -> str:
+    """A text with case and spacing set aside, for exact-duplicate checks."""
+    return " ".join(text.lower().split())
+
+
+class _MinHashIndex:
+    """MinHash signatures behind datasketch's LSH; a query's candidates are checked
+    against the threshold by their estimated Jaccard, not left to LSH banding."""
+
+    def __init__(self, threshold: float, num_perm: int, ngram: int, seed: int):
+        if not 0.0 < threshold <= 1.0:
+            raise ValueError(f"threshold must be in (0, 1], got {threshold}")
+        from datasketch import MinHashLSH
+
+        self.threshold, self.num_perm, self.ngram, self.seed = threshold, num_perm, ngram, seed
+        self.lsh = MinHashLSH(threshold=threshold, num_perm=num_perm)
+        self.signatures: dict[int, Any] = {}
+
+    def signature(self, text: str):
+        from datasketch import MinHash
+
+        m = MinHash(num_perm=self.num_perm, seed=self.seed)
+        m.update_batch([s.encode("utf-8") for s in shingles(text, self.ngram)])
+        return m
+
+    def near(self, m) -> bool:
+        return any(m.jaccard(self.signatures[j]) >= self.threshold for j in self.lsh.query(m))
+
+    def add(self, key: int, m) -> None:
+        self.lsh.insert(key, m)
+        self.signatures[key] = m
+
+
 def minhash_dedup(
     texts: Sequence[str],
     threshold: float = MINHASH_THRESHOLD,
@@ -40,20 +73,13 @@ def minhash_dedup(
     seed: int = MINHASH_SEED,
 ) -> list[int]:
     """Indices of texts kept after dropping each near-duplicate of an earlier kept text."""
-    if not 0.0 < threshold <= 1.0:
-        raise ValueError(f"threshold must be in (0, 1], got {threshold}")
-    from datasketch import MinHashLSH
-
-    lsh = MinHashLSH(threshold=threshold, num_perm=num_perm)
-    signatures: dict[int, Any] = {}
+    index = _MinHashIndex(threshold, num_perm, ngram, seed)
     kept: list[int] = []
     for i, text in enumerate(texts):
-        m = _signature(text, num_perm, ngram, seed)
-        if any(m.jaccard(signatures[j]) >= threshold for j in lsh.query(m)):
-            continue
-        lsh.insert(i, m)
-        signatures[i] = m
-        kept.append(i)
+        m = index.signature(text)
+        if not index.near(m):
+            index.add(i, m)
+            kept.append(i)
     return kept
 
 
@@ -75,14 +101,6 @@ def embedding_dedup(texts: Sequence[str], embedder: Embedder, threshold: float =
     return embedding_dedup_vectors(embedder.embed(texts), threshold)
 
 
-def _signature(text: str, num_perm: int, ngram: int, seed: int):
-    from datasketch import MinHash
-
-    m = MinHash(num_perm=num_perm, seed=seed)
-    m.update_batch([s.encode("utf-8") for s in shingles(text, ngram)])
-    return m
-
-
 def overlaps(
     texts: Sequence[str],
     reference: Sequence[str],
@@ -93,20 +111,8 @@ def overlaps(
 ) -> list[bool]:
     """For each text: is it equal (case and spacing aside) to, or a MinHash near-duplicate
     of, any reference text? Decontamination against held-out data."""
-    from datasketch import MinHashLSH
-
-    norm = lambda t: " ".join(t.lower().split())  # noqa: E731
-    exact = {norm(r) for r in reference}
-    lsh = MinHashLSH(threshold=threshold, num_perm=num_perm)
-    signatures = {}
+    exact = {normalize_text(r) for r in reference}
+    index = _MinHashIndex(threshold, num_perm, ngram, seed)
     for i, r in enumerate(reference):
-        signatures[i] = _signature(r, num_perm, ngram, seed)
-        lsh.insert(i, signatures[i])
-    out = []
-    for t in texts:
-        if norm(t) in exact:
-            out.append(True)
-            continue
-        m = _signature(t, num_perm, ngram, seed)
-        out.append(any(m.jaccard(signatures[j]) >= threshold for j in lsh.query(m)))
-    return out
+        index.add(i, index.signature(r))
+    return [normalize_text(t) in exact or index.near(index.signature(t)) for t in texts]

@@ -24,8 +24,6 @@ The report and the end-of-run summary read that meta (``describe``).
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import re
 import tempfile
@@ -71,14 +69,13 @@ class MeasuredResult(JudgeScores):
 
 
 def sha256_file(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
+    """``models.base.file_sha256``, with an unreadable file as a one-line error."""
+    from failforge.models.base import file_sha256
+
     try:
-        with open(path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                h.update(block)
+        return file_sha256(str(path))
     except OSError as e:
         raise DatasetError(f"--data {path}: {e.strerror or e}") from e
-    return h.hexdigest()
 
 
 def default_store_dir(env: Mapping[str, str]) -> Path:
@@ -99,21 +96,12 @@ def packaged_labels(name: str) -> Path:
 def from_report(report: JudgeEvalReport, data_path: str | os.PathLike, spec: str = "", source: Source = "saved judge-eval") -> MeasuredResult:
     """A judge-eval report, with the data file's hash and the error rate."""
     data = Path(data_path).resolve()
+    scores = report.model_dump(include=set(JudgeScores.model_fields))
     return MeasuredResult(
-        judge=report.judge,
-        judge_version=report.judge_version,
+        **{**scores, "data": str(data)},
         spec=spec,
-        data=str(data),
         data_sha256=sha256_file(data),
-        rows=report.rows,
-        scored=report.scored,
-        unscorable=report.unscorable,
-        accuracy=report.accuracy,
-        precision=report.precision,
-        recall=report.recall,
-        f1=report.f1,
         error_rate=None if report.accuracy is None else 1.0 - report.accuracy,
-        confusion=report.confusion,
         measured_at=time.time(),
         source=source,
     )

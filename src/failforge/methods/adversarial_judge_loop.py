@@ -38,6 +38,11 @@ def prompt_id(source: str, text: str) -> str:
     return f"{source}-" + hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+def _arm_metrics(scores: dict[str, ArmScore]) -> dict[str, Any]:
+    """``{"<arm>.<score>": value}`` for the run store."""
+    return {f"{arm}.{k}": v for arm, s in scores.items() for k, v in s.model_dump().items() if k != "arm"}
+
+
 class _Rewrite:
     """A candidate prompt (the sampling stage only needs ``text``)."""
 
@@ -167,33 +172,34 @@ class AdversarialJudgeLoop:
 
             llm = build_judge(cfg.llm_judge, ctx.model("llm-judge", cfg.llm_judge.model) if cfg.llm_judge.model else None)
             fixed["zero-shot LLM"] = score_arm("zero-shot LLM", self._classify(llm, heldout), truth)
-        self.store.put_metrics(0, {f"untuned.{k}": v for k, v in fixed["untuned"].model_dump().items() if k != "arm"})
+        self.store.put_metrics(0, _arm_metrics({"untuned": fixed["untuned"]}))
 
         judge_v, control_v = untuned_v, untuned_v
+        judge, control = untuned, untuned  # loaded once per version, used for the next round too
         train_set, control_set = list(seeds), list(seeds)
         known = [p.text for p in seeds + rest]
-        rng = random.Random(f"{cfg.seed}-control")
         control_pool = list(rest)
         for r in range(1, cfg.rounds + 1):
-            judge = self._judge(judge_v)
             added = self._round(r, judge, train_set, known, labeller)
             train_set += added
             judge_v = self._train(f"judge-r{r}", judge_v, train_set)
-            scores = {"adversarial": score_arm("adversarial", self._classify(self._judge(judge_v), heldout), truth)}
+            judge = self._judge(judge_v)
+            scores = {"adversarial": score_arm("adversarial", self._classify(judge, heldout), truth)}
             if cfg.random_control:
                 picked = [control_pool.pop() for _ in range(min(len(added), len(control_pool)))]
                 put(self.store, [p.model_copy(update={"round": r}) for p in picked])
                 control_set += picked
                 control_v = self._train(f"control-r{r}", control_v, control_set)
-                scores["random control"] = score_arm("random control", self._classify(self._judge(control_v), heldout), truth)
+                control = self._judge(control_v)
+                scores["random control"] = score_arm("random control", self._classify(control, heldout), truth)
             scores.update(fixed)
-            self.store.put_metrics(r, {f"{arm}.{k}": v for arm, s in scores.items() for k, v in s.model_dump().items() if k != "arm"})
+            self.store.put_metrics(r, _arm_metrics(scores))
             ctx.console.print(self.round_table(r, scores))
         summary: dict[str, Any] = {"table": self.table(), "rounds": cfg.rounds, "train_rows": len(train_set)}
         if cfg.transfer is not None:
-            arms = {"adversarial": judge_v, "untuned": untuned_v}
+            arms = {"adversarial": judge, "untuned": untuned}
             if cfg.random_control:
-                arms["random control"] = control_v
+                arms["random control"] = control
             summary.update(self._transfer(arms))
         return summary
 
@@ -211,7 +217,7 @@ class AdversarialJudgeLoop:
         for template, pool, n in ((ATTACK, shown, cfg.problematic_prompts), (CONTENTIOUS, good, cfg.benign_prompts)):
             for _ in range(n):
                 src = rng.choice(pool)
-                shots = rng.sample([p for p in (shown if template is ATTACK else good) if p.id != src.id], min(cfg.shots, len(pool) - 1))
+                shots = rng.sample([p for p in pool if p.id != src.id], min(cfg.shots, len(pool) - 1))
                 text = template.format(shots="\n".join(f"- {s.text}" for s in shots), source=src.text)
                 prompts.append([Message(role="user", content=text)])
                 sources.append(src)
@@ -297,7 +303,7 @@ class AdversarialJudgeLoop:
             out["inner_similarity"] = inner_similarity(texts, self.embedder)
         return out
 
-    def _transfer(self, arms: dict[str, ModelVersion]) -> dict[str, Any]:
+    def _transfer(self, arms: dict[str, Judge]) -> dict[str, Any]:
         """Toxic-comment classification: toxic texts as positives, benign texts as negatives."""
         from failforge.data import load
 
@@ -309,11 +315,12 @@ class AdversarialJudgeLoop:
         items += [PromptRecord(id=f"benign-{i}", text=x, source="transfer", label=BENIGN, provenance=self._prov(None)) for i, x in enumerate(benign[:half])]
         truth = [p.label == PROBLEMATIC for p in items]
         out: dict[str, Any] = {}
-        for arm, version in arms.items():
-            verdicts = self._classify(self._judge(version), items)
+        for arm, judge in arms.items():
+            verdicts = self._classify(judge, items)
             s = score_arm(arm, verdicts, truth)
-            out[f"transfer {arm}"] = f"accuracy {s.accuracy:.3f} [{s.accuracy_lo:.2f}, {s.accuracy_hi:.2f}], AUROC {auroc([v.score for v in verdicts], truth) or float('nan'):.3f}"
-            self.store.put_metrics(0, {f"transfer.{arm}.accuracy": s.accuracy, f"transfer.{arm}.auroc": auroc([v.score for v in verdicts], truth)})
+            area = auroc([v.score for v in verdicts], truth)
+            out[f"transfer {arm}"] = f"accuracy {s.accuracy:.3f} [{s.accuracy_lo:.2f}, {s.accuracy_hi:.2f}], AUROC {area or float('nan'):.3f}"
+            self.store.put_metrics(0, {f"transfer.{arm}.accuracy": s.accuracy, f"transfer.{arm}.auroc": area})
         self.store.put_metrics(0, {"transfer.n": len(items)})
         return out
 

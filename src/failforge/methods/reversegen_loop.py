@@ -12,7 +12,7 @@ from failforge.data.dedup import minhash_dedup
 from failforge.judges.base import Verdict
 from failforge.methods.judging import judge_answers, measure_judge
 from failforge.methods.pairs import Judged, build_pairs
-from failforge.methods.sampling import sample
+from failforge.methods.sampling import Sampled, sample
 from failforge.models.base import Message, SamplingParams
 from failforge.run.context import RunContext
 from failforge.run.records import AttemptRecord, EvalRecord, PairRecord, Provenance, SFTRecord, load, put
@@ -163,7 +163,6 @@ class ReverseGenLoop:
                 keep=self._validity_filter if cfg.validity is not None else None,
             )
         items = [(prompts[i][0].content, c) for i, c in sampled.items]
-        n_samples, n_invalid, n_copied, n_heldout = sampled.samples, sampled.invalid, sampled.copied, sampled.heldout_copies
         ctx.log(f"iteration {it}: {sampled.line()}")
 
         # 3. the target answers; 4. the judge labels
@@ -197,9 +196,7 @@ class ReverseGenLoop:
             )
         put(self.store, records, iteration=it)
         usage = {role: {k: m.usage[k] - usage0[role][k] for k in m.usage} for role, m in (("proposer", proposer), ("target", target))}
-        self.store.put_metrics(
-            it, {**self._metrics(it, records, n_samples, n_invalid, usage), "copied_seeds": n_copied, "heldout_copies": n_heldout}
-        )
+        self.store.put_metrics(it, self._metrics(it, records, sampled, usage))
         return records
 
     def _validity_filter(self, raw):
@@ -212,7 +209,7 @@ class ReverseGenLoop:
         return [r for r, o in zip(raw, outs) if o[0].text.strip().lower().startswith("yes")]  # (prompt index, candidate)
 
     # --- metrics ------------------------------------------------------------------------
-    def _metrics(self, it: int, records: list[AttemptRecord], n_samples: int, n_invalid: int, usage) -> dict[str, Any]:
+    def _metrics(self, it: int, records: list[AttemptRecord], sampled: Sampled, usage) -> dict[str, Any]:
         from failforge.metrics.diversity import self_bleu
         from failforge.metrics.rates import failure_rate, failures_per_1000_calls
 
@@ -223,8 +220,10 @@ class ReverseGenLoop:
         unique = len([i for i in minhash_dedup(earlier + failures, self.cfg.dedup_threshold) if i >= len(earlier)])
         texts = [r.instruction for r in records]
         m: dict[str, Any] = {
-            "samples": n_samples,
-            "invalid": n_invalid,
+            "samples": sampled.samples,
+            "invalid": sampled.invalid,
+            "copied_seeds": sampled.copied,
+            "heldout_copies": sampled.heldout_copies,
             "instructions": len(records),
             "failures": len(failures),
             "unscorable": sum(1 for r in records if r.label == "unscorable"),

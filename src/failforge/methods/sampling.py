@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
-from failforge.data.dedup import minhash_dedup, overlaps
+from failforge.data.dedup import minhash_dedup, normalize_text, overlaps
 from failforge.models.base import Message, SamplingParams
 
 C = TypeVar("C")
@@ -49,10 +49,6 @@ class Sampled(Generic[C]):
         )
 
 
-def _norm(text: str) -> str:
-    return " ".join(text.lower().split())
-
-
 def filter_samples(
     texts_by_prompt: Iterable[list[str]],
     parse: Callable[[str], C | None],
@@ -66,7 +62,7 @@ def filter_samples(
     or MinHash near-duplicates) and near-duplicates among the kept ones, in that order.
     ``keep`` is an optional extra filter (e.g. a validity model) applied before dedup."""
     out: Sampled[C] = Sampled()
-    known_set = {_norm(t) for t in known}
+    known_set = {normalize_text(t) for t in known}
     raw: list[tuple[int, C]] = []
     for i, texts in enumerate(texts_by_prompt):
         for text in texts:
@@ -74,7 +70,7 @@ def filter_samples(
             cand = parse(text)
             if cand is None:
                 out.invalid += 1
-            elif _norm(cand.text) in known_set:  # type: ignore[attr-defined]
+            elif normalize_text(cand.text) in known_set:  # type: ignore[attr-defined]
                 out.copied += 1
             else:
                 raw.append((i, cand))
@@ -88,7 +84,7 @@ def filter_samples(
     # the same text (case and spacing aside), then MinHash near-duplicates
     first: dict[str, int] = {}
     for k, (_, c) in enumerate(raw):
-        first.setdefault(_norm(c.text), k)  # type: ignore[attr-defined]
+        first.setdefault(normalize_text(c.text), k)  # type: ignore[attr-defined]
     unique = [raw[k] for k in sorted(first.values())]
     kept = minhash_dedup([c.text for _, c in unique], threshold=dedup_threshold)  # type: ignore[attr-defined]
     out.near_duplicates = len(raw) - len(kept)

@@ -89,18 +89,24 @@ def ensure_checkpoint(gguf_path: str | Path, root: Path | None = None) -> Path:
         raise ModelUnavailable(f"GGUF file {src}: no such file")
     if not is_gguf(src):
         raise ModelUnavailable(f"GGUF file {src}: not a GGUF file (bad magic bytes)")
-    target = checkpoint_dir_for(src, root)
-    if (target / SOURCE_FILE).is_file():
+    return build_once(checkpoint_dir_for(src, root), SOURCE_FILE, lambda tmp: _convert(src, tmp, root))
+
+
+def build_once(target: Path, marker: str, build) -> Path:
+    """A cache folder made once: ``build(tmp)`` fills a temporary folder beside
+    ``target`` (its last act writes ``marker``), which is then renamed into place, so a
+    kill never leaves a half-built folder that a later run trusts."""
+    if (target / marker).is_file():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
     try:
-        _convert(src, tmp, root)
+        build(tmp)
         try:
             os.rename(tmp, target)
         except OSError:
-            # another process finished the same conversion first; theirs is as good
-            if not (target / SOURCE_FILE).is_file():
+            # another process finished the same folder first; theirs is as good
+            if not (target / marker).is_file():
                 raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

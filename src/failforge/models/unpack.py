@@ -9,9 +9,6 @@ never leaves a half-unpacked checkpoint that a later run trusts.
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 import zipfile
 from pathlib import Path, PurePosixPath
 
@@ -31,22 +28,15 @@ def unpack_checkpoint(zip_path: str | Path, cache_root: Path, name: str) -> Path
     src = Path(zip_path)
     if not src.is_file():
         raise ModelUnavailable(f"model {name!r}: {src} is missing")
+    from failforge.models.convert import build_once
+
     target = unpacked_dir(src, cache_root, name)
-    if (target / MARKER).is_file():
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
-    try:
+
+    def build(tmp: Path) -> None:
         _extract(src, tmp, name)
         (tmp / MARKER).write_text(json.dumps({"zip": str(src.resolve()), "sha256": target.name.rsplit("-", 1)[1]}))
-        try:
-            os.rename(tmp, target)
-        except OSError:
-            if not (target / MARKER).is_file():  # not another process that finished first
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return target
+
+    return build_once(target, MARKER, build)
 
 
 def _extract(src: Path, out: Path, name: str) -> None:
