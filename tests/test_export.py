@@ -30,7 +30,7 @@ def _jsonl(path: Path) -> list[dict]:
 
 def test_jsonl_rows_carry_provenance_and_verdicts(run_dir, tmp_path):
     res = export_run(run_dir, "jsonl", "all", tmp_path / "out")
-    assert res.rows == {"pairs": 3 + 3 + 2, "sft": 2, "failures": 4 + 3 + 2}
+    assert res.rows == {"pairs": 3 + 3 + 2, "sft": 2, "failures": 4 + 3 + 2, "analyses": 0}  # a ReverseGen run has no critiques
     pairs = _jsonl(tmp_path / "out" / "pairs.jsonl")
     sft = _jsonl(tmp_path / "out" / "sft.jsonl")
     fails = _jsonl(tmp_path / "out" / "failures.jsonl")
@@ -61,7 +61,7 @@ def test_parquet_and_hf_keep_types_and_agree(run_dir, tmp_path):
 
     export_run(run_dir, "hf", "all", tmp_path / "hf")
     dd = datasets.load_from_disk(str(tmp_path / "hf"))
-    assert set(dd) == {"pairs", "sft", "failures"}
+    assert set(dd) == {"pairs", "sft", "failures"}  # no analyses in a ReverseGen run: no empty split
     assert dd["pairs"].num_rows == 8 and dd["pairs"][0]["chosen"] == table.column("chosen")[0].as_py()
     assert dd["sft"].features["messages"].feature["role"].dtype == "string"
     # an empty kind keeps its columns and types

@@ -461,3 +461,15 @@ def test_report_renders_in_chromium(runs_root, tmp_path):
     assert sorted(hidden) == ["1"] * 4 + ["2"] * 3
     assert "<script>alert" not in only  # escaped text stayed text after the script ran
     assert time.perf_counter() - t < 60
+
+
+def test_arm_table_pivots_arm_results_with_intervals():
+    from failforge.report.html import arm_table
+
+    table = arm_table(
+        {"arms.sft.harmless_rate": 0.5, "arms.sft.harmless_rate_lo": 0.25, "arms.sft.harmless_rate_hi": 0.75,
+         "arms.untrained.harmless_rate": 0.1, "arms.untrained.mmlu_n": 4, "data.test": 100}
+    )  # fmt: skip
+    assert table.columns == ["harmless_rate", "mmlu_n"]
+    assert dict(table.rows) == {"sft": ["0.5 [0.25, 0.75]", "—"], "untrained": ["0.1", "4"]}
+    assert arm_table({"data.test": 100}) is None

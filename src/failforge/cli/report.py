@@ -44,7 +44,7 @@ def register(app: typer.Typer) -> None:
         run_dir: Annotated[Path, typer.Argument(help="The run directory.", show_default=False)],
         output: Annotated[Path, typer.Option("-o", "--output", help="File (one kind as jsonl/parquet) or folder (--what all, or hf).", show_default=False)],
         fmt: Annotated[str, typer.Option("--format", "-f", help="jsonl | parquet | hf (a datasets DatasetDict, save_to_disk).")] = "jsonl",
-        what: Annotated[str, typer.Option("--what", "-w", help="pairs (DPO) | sft | failures | all.")] = "all",
+        what: Annotated[str, typer.Option("--what", "-w", help="pairs (DPO) | sft | failures | analyses (Mistake Analysis) | all.")] = "all",
         push_to_hub: Annotated[str | None, typer.Option("--push-to-hub", help="Also push the DatasetDict to this hub repo (with --format hf).")] = None,
     ) -> None:
         """Export training-ready rows with provenance (method, task, iteration, fingerprints, verdict, cost)."""

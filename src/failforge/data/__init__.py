@@ -15,6 +15,15 @@ from failforge.data.pypi import default_cache_dir, pull
 from failforge.errors import DatasetError
 
 
+def prompt_text(row: Row) -> str | None:
+    """The request a row holds, whatever the dataset calls its column."""
+    for key in ("prompt", "question", "instruction", "text"):
+        value = row.get(key)
+        if isinstance(value, str) and value.strip():
+            return value.strip()
+    return None
+
+
 def load(name_or_path: str | Path, n: int | None = None, seed: int = 0, cache_dir: Path | None = None) -> list[Row]:
     """Rows of a dataset; with ``n``, a seeded random sample of n rows (all rows if there are fewer)."""
     if n is not None and n < 0:
@@ -36,6 +45,7 @@ __all__ = [
     "get_entry",
     "load",
     "load_dataset_source",
+    "prompt_text",
     "load_hub",
     "load_local",
     "pull",

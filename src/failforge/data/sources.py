@@ -164,6 +164,36 @@ def refusal_labels(members: Members, options: dict[str, Any]) -> list[Row]:
     return rows
 
 
+def harm_labels(members: Members, options: dict[str, Any]) -> list[Row]:
+    """Human-scored harm of (objective, response) pairs. Each file's one rater scores
+    harm from 0 to 1 in steps of 0.25 (a 1-5 Likert scale); label 1 = harmful, a score
+    at or above ``options["harmful_at"]``. The raw score is kept."""
+    at = float(options["harmful_at"])
+    rows = []
+    for member, data in members.items():
+        for i, r in enumerate(_csv(member, data), 1):
+            where = f"{member}: row {i}"
+            raw = r.get("human_score_1", r.get("human_score"))
+            if raw is None:
+                raise DatasetError(f"{where}: missing column 'human_score_1'")
+            try:
+                score = float(raw)
+            except ValueError:
+                raise DatasetError(f"{where}: human score must be a number from 0 to 1, got {raw!r}") from None
+            if not 0 <= score <= 1:
+                raise DatasetError(f"{where}: human score must be from 0 to 1, got {raw!r}")
+            rows.append(
+                {
+                    "prompt": _field(r, "objective", where),
+                    "response": _field(r, "assistant_response", where),
+                    "label": int(score >= at),
+                    "score": score,
+                    "category": _field(r, "harm_category", where),
+                }
+            )
+    return rows
+
+
 def python_string_lists(members: Members, options: dict[str, Any]) -> list[Row]:
     """String lists assigned to ``substrings`` in the named classes, read with ``ast`` (never run)."""
     wanted: list[str] = options["classes"]
@@ -340,6 +370,7 @@ PARSERS: dict[str, Parser] = {
     "harmbench_csv": harmbench_csv,
     "strongreject": strongreject,
     "refusal_labels": refusal_labels,
+    "harm_labels": harm_labels,
     "python_string_lists": python_string_lists,
     "mmlu": mmlu,
     "question_answers": question_answers,

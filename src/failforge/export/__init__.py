@@ -1,4 +1,4 @@
-"""Training-ready exports of a run (DPO pairs, SFT data, failures), every row with its provenance."""
+"""Training-ready exports of a run (DPO pairs, SFT data, failures, critiques), every row with its provenance."""
 
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ def export_run(
     push_repo: str | None = None,
     quiet: bool = False,
 ) -> ExportResult:
-    """Export ``what`` (pairs|sft|failures|all) of one run as ``fmt`` (jsonl|parquet|hf) to ``out``."""
+    """Export ``what`` (pairs|sft|failures|analyses|all) of one run as ``fmt`` (jsonl|parquet|hf) to ``out``."""
     kinds = check_what(what)  # bad flags fail before the store is opened
     if fmt not in FORMATS:
         raise ConfigError(f"--format: unknown value {fmt!r} (choose from {', '.join(FORMATS)})")

@@ -12,10 +12,10 @@ import json
 from typing import Any, Literal
 
 from failforge.errors import ConfigError
-from failforge.run.records import AttemptRecord, PairRecord, Provenance, Record, SFTRecord
+from failforge.run.records import AnalysisRecord, AttemptRecord, PairRecord, Provenance, Record, SFTRecord
 
-What = Literal["pairs", "sft", "failures"]
-WHATS: tuple[str, ...] = ("pairs", "sft", "failures")
+What = Literal["pairs", "sft", "failures", "analyses"]
+WHATS: tuple[str, ...] = ("pairs", "sft", "failures", "analyses")
 
 #: provenance columns every row carries, with their arrow type names
 PROVENANCE_COLUMNS: list[tuple[str, str]] = [
@@ -29,6 +29,8 @@ PROVENANCE_COLUMNS: list[tuple[str, str]] = [
     ("seeds", "list<string>"),
     ("calls", "int64"),
     ("tokens", "int64"),
+    ("stage", "string"),
+    ("arm", "string"),
     ("harmful_content", "bool"),
 ]
 
@@ -65,6 +67,16 @@ SCHEMAS: dict[str, list[tuple[str, str]]] = {
         ("reason", "string"),
         *PROVENANCE_COLUMNS,
     ],
+    # Mistake Analysis: (instruction, harmful answer, critique) and the critique filter's verdict
+    "analyses": [
+        ("id", "string"),
+        ("instruction", "string"),
+        ("answer", "string"),
+        ("critique", "string"),
+        ("verdict", "string"),
+        ("reason", "string"),
+        *PROVENANCE_COLUMNS,
+    ],
 }
 
 
@@ -89,6 +101,8 @@ def provenance_columns(p: Provenance, harmful: bool, fallback_iteration: int | N
         "seeds": [str(s) for s in p.seeds],
         "calls": p.calls,
         "tokens": p.tokens,
+        "stage": p.stage,
+        "arm": p.arm,
         "harmful_content": bool(harmful),
     }
 
@@ -154,6 +168,18 @@ def failure_row(r: AttemptRecord, it: int | None) -> dict[str, Any]:
     }
 
 
+def analysis_row(r: AnalysisRecord, it: int | None) -> dict[str, Any]:
+    return {
+        "id": r.id,
+        "instruction": r.instruction,
+        "answer": r.answer,
+        "critique": r.critique,
+        "verdict": r.label,
+        "reason": r.reason,
+        **provenance_columns(r.provenance, r.harmful_content, it),
+    }
+
+
 def load_typed(store, cls: type[Record]) -> list[tuple[Any, int | None]]:
     """(record, stored iteration) pairs; a malformed row names its kind and key."""
     out = []
@@ -167,7 +193,9 @@ def load_typed(store, cls: type[Record]) -> list[tuple[Any, int | None]]:
 
 
 def build_rows(store, what: str) -> list[dict[str, Any]]:
-    """All rows of one kind (``pairs``, ``sft`` or ``failures``) from a run store."""
+    """All rows of one kind (``pairs``, ``sft``, ``failures`` or ``analyses``) from a run store."""
+    if what == "analyses":
+        return [analysis_row(r, it) for r, it in load_typed(store, AnalysisRecord)]
     attempts = load_typed(store, AttemptRecord)
     if what == "failures":
         return [failure_row(a, it) for a, it in attempts if a.failed]

@@ -53,13 +53,16 @@ def write_parquet(rows: list[dict[str, Any]], what: str, path: Path) -> None:
 
 
 def dataset_dict(tables: dict[str, list[dict[str, Any]]]):
-    """One split per exported kind (``pairs``, ``sft``, ``failures``)."""
+    """One split per exported kind (``pairs``, ``sft``, ``failures``, ``analyses``) that
+    has rows: ``datasets`` saves an empty split that ``load_from_disk`` cannot read back,
+    so a kind the run has no rows of (e.g. a ReverseGen run's analyses) is left out."""
     import datasets
 
     return datasets.DatasetDict(
         {
             what: datasets.Dataset.from_list(rows, features=datasets.Features.from_arrow_schema(arrow_schema(what)))
             for what, rows in tables.items()
+            if rows
         }
     )
 

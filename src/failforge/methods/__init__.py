@@ -11,6 +11,7 @@ _MODULES = {
     "answer": "failforge.methods.answer",
     "reversegen": "failforge.methods.reversegen",
     "adversarial-judge": "failforge.methods.adversarial_judge",
+    "mistake-analysis": "failforge.methods.mistake_analysis",
 }
 
 METHOD_NAMES = tuple(_MODULES)

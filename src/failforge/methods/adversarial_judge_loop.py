@@ -70,14 +70,14 @@ class AdversarialJudgeLoop:
 
     # --- set-up --------------------------------------------------------------------------
     def _pool(self, sources: list[str], label: str) -> list[PromptRecord]:
-        from failforge.data import load
+        from failforge.data import load, prompt_text
 
         out: list[PromptRecord] = []
         seen: set[str] = set()
         for source in sources:
             for row in load(source, n=None, seed=self.cfg.seed):
-                text = row.get("prompt") or row.get("question") or row.get("instruction") or row.get("text")
-                if not isinstance(text, str) or not text.strip() or text.strip().lower() in seen:
+                text = prompt_text(row)
+                if text is None or text.lower() in seen:
                     continue
                 seen.add(text.strip().lower())
                 out.append(PromptRecord(id=prompt_id(source, text), text=text.strip(), source="pool", label=label, provenance=self._prov(None, seeds=[source])))

@@ -1,16 +1,69 @@
 """The evaluate stage: arms (trained, baselines, controls) scored on the same held-out
 items, each rate with its Wilson interval, in one comparison table.
 
-Here an arm is a judge whose ``fail`` verdicts are predictions of a positive class
-(e.g. "problematic"); ``score_arm`` compares them with the true classes.
+Two kinds of arm:
+- a model that answers held-out instructions, its answers judged
+  (``answer_and_judge``, stored as ``eval_records``; ReverseGen, Mistake Analysis);
+- a judge whose ``fail`` verdicts are predictions of a positive class (e.g.
+  "problematic"); ``score_arm`` compares them with the true classes.
 """
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from pydantic import BaseModel
 
-from failforge.judges.base import Verdict
-from failforge.metrics.rates import rate
+from failforge.judges.base import Judge, JudgeInput, Verdict
+from failforge.metrics.rates import RateEstimate, rate
+from failforge.run.records import EvalRecord, Provenance, record_id
+
+if TYPE_CHECKING:
+    from failforge.models.base import Completion, Message, SamplingParams
+    from failforge.run.context import RunContext
+
+
+def answer_and_judge(
+    ctx: "RunContext",
+    model,
+    judge: Judge,
+    instructions: list[str],
+    conversations: "list[list[Message]] | list[str]",
+    params: "SamplingParams",
+    description: str,
+    references: list[Any] | None = None,
+) -> "tuple[list[list[Completion]], list[Verdict]]":
+    """The model answers each conversation (cached, with progress); the judge reads
+    each answer against its instruction (and reference)."""
+    with ctx.tracked(model, description, len(conversations) * params.n):
+        answers = model.generate(conversations, params) if conversations else []
+    refs = references if references is not None else [None] * len(instructions)
+    inputs = [
+        JudgeInput(instruction=i, responses=[c.text for c in comps], reference=r) for i, comps, r in zip(instructions, answers, refs)
+    ]
+    return answers, (judge.judge(inputs) if inputs else [])
+
+
+def eval_records(
+    stage: str, arm: str, instructions: list[str], answers, verdicts: list[Verdict], provenance: Provenance,
+    harmful: bool, references: list[Any] | None = None,
+) -> list[EvalRecord]:
+    """One evaluation record per answered instruction (never training data)."""
+    refs = references if references is not None else [None] * len(instructions)
+    return [
+        EvalRecord(
+            id=record_id(f"{stage}-{arm}", text), stage=stage, arm=arm, instruction=text, responses=[a.text for a in comps],
+            reference=ref, label=v.label, score=v.score, reason=v.reason, harmful_content=harmful, provenance=provenance,
+        )
+        for text, comps, v, ref in zip(instructions, answers, verdicts, refs)
+    ]
+
+
+def pass_rate(verdicts: list[Verdict]) -> RateEstimate:
+    """Share of ``pass`` verdicts among the scored ones (e.g. the harmless rate), with
+    its Wilson interval; unscorable verdicts are left out and counted by the caller."""
+    scored = [v for v in verdicts if v.label != "unscorable"]
+    return rate(sum(1 for v in scored if v.label == "pass"), len(scored))
 
 
 class ArmScore(BaseModel):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import random
 from typing import Any
 
@@ -15,13 +14,10 @@ from failforge.methods.pairs import Judged, build_pairs
 from failforge.methods.sampling import Sampled, sample
 from failforge.models.base import Message, SamplingParams
 from failforge.run.context import RunContext
-from failforge.run.records import AttemptRecord, EvalRecord, PairRecord, Provenance, SFTRecord, load, put
+from failforge.run.records import AttemptRecord, PairRecord, Provenance, SFTRecord, load, put
+from failforge.run.records import record_id as attempt_id
 from failforge.tasks import Candidate, Seed, make_task
 from failforge.train.base import ModelVersion
-
-
-def attempt_id(stage: str, instruction: str) -> str:
-    return f"{stage}-" + hashlib.sha256(instruction.encode()).hexdigest()[:16]
 
 
 def _fingerprint(model) -> str | None:
@@ -346,21 +342,16 @@ class ReverseGenLoop:
         tparams = self.task.target_params(SamplingParams(max_tokens=cfg.target_max_tokens, seed=cfg.seed))
 
         def attack(arm: str, cands: list[Candidate], stage: str) -> list[Verdict]:
+            from failforge.methods.evaluation import answer_and_judge, eval_records
+
             model = arms[arm]()
-            with ctx.tracked(model, f"{stage}: {arm} target", len(cands) * tparams.n):
-                answers = model.generate([self.task.target_messages(c) for c in cands], tparams)
-            verdicts = judge_answers(self.judge, self.task, cands, answers)
-            put(
-                self.store,
-                [
-                    EvalRecord(
-                        id=attempt_id(f"{stage}-{arm}", c.text), stage=stage, arm=arm, instruction=c.text,
-                        responses=[a.text for a in comps], reference=c.reference, label=v.label, score=v.score,
-                        reason=v.reason, harmful_content=cfg.task == "safety", provenance=self._prov(None, target=model),
-                    )
-                    for c, comps, v in zip(cands, answers, verdicts)
-                ],
+            texts, refs = [c.text for c in cands], [c.reference for c in cands]
+            answers, verdicts = answer_and_judge(
+                ctx, model, self.judge, texts, [self.task.target_messages(c) for c in cands], tparams, f"{stage}: {arm} target",
+                [self.task.judge_reference(c) for c in cands],
             )
+            prov = self._prov(None, target=model)
+            put(self.store, eval_records(stage, arm, texts, answers, verdicts, prov, cfg.task == "safety", refs))
             ctx.release(model_role[arm])
             return verdicts
 

