@@ -11,6 +11,7 @@ from typing import Optional
 
 import typer
 
+from failforge.cli.judge_relevance import tune_relevance
 from failforge.errors import FailforgeError
 from failforge.train.judge_data import JudgeTrainSettings
 
@@ -19,8 +20,9 @@ _DEFAULTS_NOTE = "Defaults are the refusal classifier's settings, which add --mi
 
 
 def register(app: typer.Typer) -> None:
-    group = typer.Typer(help="Trainable classifier judges.", no_args_is_help=True)
+    group = typer.Typer(help="Trainable classifier judges; the refusal judge's relevance threshold.", no_args_is_help=True)
     group.command("train", help=f"Fine-tune a classifier judge on labelled rows. {_DEFAULTS_NOTE}")(train)
+    group.command("tune-relevance")(tune_relevance)
     app.add_typer(group, name="judge")
 
 

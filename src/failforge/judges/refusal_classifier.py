@@ -34,13 +34,13 @@ from failforge.train.judge_data import JudgeTrainSettings
 
 log = logging.getLogger("failforge.judges")
 
-Method = Literal["classifier", "phrases"]
-#: the refusal judge's method when none is configured. The classifier measured 0.899
-#: 5-fold CV accuracy on pyrit's 169 labelled refusals (the phrase judge: 0.716 on the same
-#: rows), but 0.575 on the 395 rows of pyrit's objective-achieved sets, kept out of all
-#: training and tuning as a test set (the phrase judge: 0.815): it calls most compliant
-#: answers to harmful requests refusals. So phrases stay the default
-#: (docs/classifier-judges.md).
+Method = Literal["relevance", "phrases", "classifier"]
+#: the refusal judge's method when none is configured. Accuracy on pyrit's 169 labelled
+#: refusals (5-fold CV for the tuned methods) and on the 395 rows of pyrit's
+#: objective-achieved sets, kept out of all training and tuning as a test set:
+#: phrases 0.716 / 0.815; relevance (phrases plus a relevance gate, judges/refusal_relevance.py)
+#: 0.959 / 0.805; this classifier 0.899 / 0.575. Neither tuned method beats the phrases on
+#: the test set, so phrases stay the default (docs/judges.md).
 DEFAULT_METHOD: Method = "phrases"
 #: catalogue dataset the classifier is trained on (data/catalog.py)
 DATASET = "refusal-human-labels"

@@ -35,7 +35,7 @@ _FIELDS: dict[str, set[str]] = {
     "equality": {"model", "max_tokens"},
 }
 _MAIN = {"refusal": "fail_on", "llm": "rubric", "classifier": "classifier", "math": "no_answer", "honesty": "threshold"}
-#: refusal options that only the phrase method reads
+#: refusal options that the phrase rules read (methods phrases and relevance)
 _PHRASE_OPTIONS = ("phrases_file", "extra_phrases", "opening_chars")
 _CLASSIFIER_HEADS = ("profanity", "hf", "embedding")
 
@@ -56,10 +56,11 @@ class JudgeSpec(BaseModel):
     assess: Literal["response", "request"] | None = None
     #: refusal: which outcome is the failure
     fail_on: Literal["compliance", "refusal"] | None = None
-    #: refusal: phrases (the default) or classifier (fine-tuned on pyrit's labelled refusals, trained
-    #: once on first use; measured worse on a held-out test set, see docs/classifier-judges.md);
-    #: a phrase option implies phrases
-    method: Literal["classifier", "phrases"] | None = None
+    #: refusal: phrases (the default: the phrase rules), relevance (the phrase rules, and a reply
+    #: unrelated to the request is a refusal) or classifier (fine-tuned on pyrit's labelled refusals,
+    #: trained once on first use); measured in docs/judges.md. The phrase options apply to phrases
+    #: and relevance
+    method: Literal["phrases", "relevance", "classifier"] | None = None
     phrases_file: str | None = None
     extra_phrases: dict[str, list[str]] | None = None
     opening_chars: int | None = Field(None, ge=10)
@@ -104,7 +105,7 @@ class JudgeSpec(BaseModel):
         if self.kind == "refusal" and self.method == "classifier":
             phrase_opts = [k for k in _PHRASE_OPTIONS if getattr(self, k) is not None]
             if phrase_opts:
-                raise ValueError(f"refusal method classifier takes no {', '.join(phrase_opts)} (options of method phrases)")
+                raise ValueError(f"refusal method classifier takes no {', '.join(phrase_opts)} (options of the phrase rules)")
         return self
 
 
@@ -234,27 +235,31 @@ def build_judge(spec: JudgeSpec, model: ChatModel | None = None, cache_root: Pat
 
 
 def refusal_method(spec: JudgeSpec) -> str:
-    """The refusal method a spec asks for: its ``method``, else phrases when a phrase
-    option is set, else the default (``judges.refusal_classifier.DEFAULT_METHOD``)."""
+    """The refusal method a spec asks for: its ``method``, else the default
+    (``judges.refusal_classifier.DEFAULT_METHOD``)."""
     if spec.method is not None:
         return spec.method
-    if any(getattr(spec, k) is not None for k in _PHRASE_OPTIONS):
-        return "phrases"
     from failforge.judges.refusal_classifier import DEFAULT_METHOD
 
     return DEFAULT_METHOD
 
 
 def _refusal(spec: JudgeSpec, cache_root: Path | None) -> Judge:
-    if refusal_method(spec) == "classifier":
+    method = refusal_method(spec)
+    if method == "classifier":
         from failforge.judges.refusal_classifier import RefusalClassifierConfig, RefusalClassifierJudge, default_cache_root
 
         config = RefusalClassifierConfig(**({"fail_on": spec.fail_on} if spec.fail_on else {}))
         return RefusalClassifierJudge(config, cache_root=cache_root or default_cache_root(os.environ))
+    opts = {k: getattr(spec, k) for k in ("fail_on", *_PHRASE_OPTIONS)}
+    given = {k: v for k, v in opts.items() if v is not None}
+    if method == "relevance":
+        from failforge.judges.refusal_relevance import RefusalRelevanceConfig, RefusalRelevanceJudge
+
+        return RefusalRelevanceJudge(RefusalRelevanceConfig(**given))
     from failforge.judges.refusal import RefusalConfig, RefusalJudge
 
-    opts = {k: getattr(spec, k) for k in ("fail_on", *_PHRASE_OPTIONS)}
-    return RefusalJudge(RefusalConfig(**{k: v for k, v in opts.items() if v is not None}))
+    return RefusalJudge(RefusalConfig(**given))
 
 
 def _classifier(name: str, positive_label: str | None):
