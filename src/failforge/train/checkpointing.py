@@ -52,7 +52,14 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 @contextmanager
 def atomic_dir(final: Path) -> Iterator[Path]:
-    """Yield a temporary folder; on success it replaces ``final`` in one rename."""
+    """Yield a temporary folder; on success it replaces ``final``.
+
+    The old folder is never deleted before the new one is in place: it is renamed
+    aside, the new one renamed in, and only then is the old one removed. A crash at
+    any moment leaves one complete folder: ``final`` itself, or the old one aside,
+    which ``recover_dir`` (called here first) puts back.
+    """
+    recover_dir(final)
     tmp = final.with_name(f".{final.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
@@ -61,9 +68,26 @@ def atomic_dir(final: Path) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    old = _aside(final)
     if final.exists():
-        shutil.rmtree(final)
+        os.replace(final, old)
     os.replace(tmp, final)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def recover_dir(final: Path) -> None:
+    """Finish or undo an ``atomic_dir`` swap that a crash cut short."""
+    old = _aside(final)
+    if not old.exists():
+        return
+    if final.exists():  # the new folder is in place: only the old one's removal was missed
+        shutil.rmtree(old, ignore_errors=True)
+    else:  # cut between the two renames: the old folder is the complete one
+        os.replace(old, final)
+
+
+def _aside(final: Path) -> Path:
+    return final.with_name(f".{final.name}.old")
 
 
 # --- hashes -----------------------------------------------------------------------
@@ -179,6 +203,8 @@ class StepDir:
     def claim(self) -> None:
         """Create the folder and record what it trains; refuse one that trained something else."""
         self.root.mkdir(parents=True, exist_ok=True)
+        for folder in (self.adapter_dir, self.model_dir, self.merged_base_dir):
+            recover_dir(folder)  # a swap a kill cut short: put the complete folder back
         if not self._check_inputs():
             atomic_write_text(self.root / INPUTS, json.dumps(self.inputs, indent=2, sort_keys=True))
 
