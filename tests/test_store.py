@@ -1,11 +1,14 @@
 import sqlite3
 
+import pytest
 from fakes import EchoModel
+
+from failforge.errors import ConfigError
 
 from failforge.models.base import Completion, Request, SamplingParams, expand, as_conversation
 from failforge.run.cached import CachedModel
 from failforge.run.records import AttemptRecord, Provenance, load, put
-from failforge.run.store import MIGRATIONS, RunStore
+from failforge.run.store import MIGRATIONS, RunStore, StoreOutdated
 
 
 def test_key_depends_on_every_part():
@@ -118,3 +121,90 @@ def test_sync_generate_overlaps_requests_of_an_async_backend(store):
     model = CachedModel(SlowAsync(), store)
     out = model.generate(["a", "b", "c", "d"])
     assert len(out) == 4 and SlowAsync.peak == 4
+
+
+# --- readers never write -------------------------------------------------------------
+def _old_store(path) -> None:
+    """A store from before the first migration: a SQLite file at schema version 0."""
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+    conn.execute("""INSERT INTO meta VALUES ('status', '"finished"')""")
+    conn.commit()
+    conn.close()
+
+
+def test_readonly_store_reads_and_cannot_write(tmp_path):
+    path = tmp_path / "s.sqlite"
+    s = RunStore(path)
+    s.set_meta(status="finished")
+    s.close()
+    r = RunStore(path, readonly=True)
+    try:
+        assert r.meta() == {"status": "finished"}
+        with pytest.raises(sqlite3.OperationalError, match="readonly|read-only|query_only"):
+            r.set_meta(status="changed")
+    finally:
+        r.close()
+
+
+def test_readonly_store_never_migrates_an_old_schema(tmp_path):
+    path = tmp_path / "s.sqlite"
+    _old_store(path)
+    before = path.read_bytes()
+    with pytest.raises(StoreOutdated, match="schema version 0.*`failforge resume` with this version upgrades it"):
+        RunStore(path, readonly=True)
+    assert path.read_bytes() == before
+    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == 0
+
+
+def test_writer_refuses_a_store_from_a_newer_failforge(tmp_path):
+    path = tmp_path / "s.sqlite"
+    RunStore(path).close()
+    conn = sqlite3.connect(path)
+    conn.execute(f"PRAGMA user_version={len(MIGRATIONS) + 1}")
+    conn.commit()
+    conn.close()
+    with pytest.raises(ConfigError, match="newer than this failforge"):
+        RunStore(path)
+    RunStore(path, readonly=True).close()  # a reader still reads what it knows
+
+
+def _cli(*args):
+    import subprocess
+    import sys
+
+    return subprocess.run(
+        [sys.executable, "-c", "from failforge.cli import main; main()", "-q", *args], capture_output=True, text=True, timeout=300
+    )
+
+
+def test_report_runs_and_export_leave_the_store_as_it_was(tmp_path):
+    from test_report import build_run
+
+    run_dir = build_run(tmp_path / "runs" / "r1")
+    store = run_dir / "store.sqlite"
+    before = (store.read_bytes(), store.stat().st_mtime_ns)
+    for args in (
+        ["report", str(run_dir), "-o", str(tmp_path / "r.html")],
+        ["runs", str(tmp_path / "runs")],
+        ["export", str(run_dir), "-o", str(tmp_path / "x"), "--what", "all"],
+    ):
+        proc = _cli(*args)
+        assert proc.returncode == 0, proc.stderr
+        assert (store.read_bytes(), store.stat().st_mtime_ns) == before, args
+
+
+def test_old_store_report_is_one_line_and_runs_lists_it_outdated(tmp_path):
+    run_dir = tmp_path / "runs" / "old"
+    run_dir.mkdir(parents=True)
+    (run_dir / "config.yaml").write_text("method: answer\n")
+    _old_store(run_dir / "store.sqlite")
+    before = (run_dir / "store.sqlite").read_bytes()
+    proc = _cli("report", str(run_dir), "-o", str(tmp_path / "r.html"))
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1
+    assert "schema version 0" in proc.stderr and "failforge resume" in proc.stderr
+    proc = _cli("runs", str(tmp_path / "runs"), "--json")
+    assert proc.returncode == 0, proc.stderr
+    (row,) = __import__("json").loads(proc.stdout)
+    assert (row["status"], row["resumable"]) == ("outdated", True) and "schema version 0" in row["error"]
+    assert (run_dir / "store.sqlite").read_bytes() == before

@@ -23,7 +23,7 @@ def label(
     from failforge.report.summary import open_store
 
     host = loopback_host(host)
-    store = open_store(run_dir)
+    store = open_store(run_dir, readonly=False)  # labels are written to the run
     try:
         waiting = pending(store)
         if not waiting:

@@ -11,12 +11,13 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from failforge.errors import ConfigError
-from failforge.run.store import RunStore
+from failforge.run.store import RunStore, StoreOutdated
 
 CONFIG_FILE = "config.yaml"
 STORE_FILE = "store.sqlite"
 
-Status = Literal["running", "finished", "failed", "killed", "interrupted", "unknown"]
+#: "outdated": the store's schema is older than this failforge reads (a resume upgrades it)
+Status = Literal["running", "finished", "failed", "killed", "interrupted", "outdated", "unknown"]
 #: statuses `failforge resume` can continue from
 RESUMABLE: frozenset[str] = frozenset({"killed", "interrupted", "failed"})
 
@@ -60,8 +61,9 @@ def is_run_dir(path: str | Path) -> bool:
     return (Path(path) / STORE_FILE).is_file()
 
 
-def open_store(run_dir: str | Path) -> RunStore:
-    """The run's store, or a one-line error; never creates an empty store by accident."""
+def open_store(run_dir: str | Path, readonly: bool = True) -> RunStore:
+    """The run's store, or a one-line error; never creates an empty store by accident.
+    Read-only unless asked (``failforge label`` writes labels): looking never migrates."""
     run_dir = Path(run_dir)
     if not run_dir.exists():
         raise ConfigError(f"run directory {run_dir}: no such directory")
@@ -70,7 +72,9 @@ def open_store(run_dir: str | Path) -> RunStore:
     if not is_run_dir(run_dir):
         raise ConfigError(f"{run_dir}: not a run directory (no {STORE_FILE})")
     try:
-        return RunStore(run_dir / STORE_FILE)
+        return RunStore(run_dir / STORE_FILE, readonly=readonly)
+    except ConfigError:
+        raise
     except Exception as e:  # a corrupt or foreign file: say which file and why
         raise ConfigError(f"{run_dir / STORE_FILE}: cannot open the run store ({type(e).__name__}: {e})") from e
 
@@ -161,8 +165,22 @@ def list_runs(folder: str | Path) -> list[RunSummary]:
     if not folder.is_dir():
         raise ConfigError(f"runs folder {folder}: no such directory")
     dirs = [folder] if is_run_dir(folder) else sorted(p for p in folder.iterdir() if p.is_dir() and is_run_dir(p))
-    out = [summarize_run(d) for d in dirs]
+    out = [_summary_or_outdated(d) for d in dirs]
     return sorted(out, key=lambda s: (s.started_at is None, s.started_at or 0.0, s.run_dir))
+
+
+def _summary_or_outdated(run_dir: Path) -> RunSummary:
+    """One old run does not hide the others: it is listed as outdated, with the fix."""
+    try:
+        return summarize_run(run_dir)
+    except StoreOutdated as e:
+        return RunSummary(
+            run_dir=str(run_dir),
+            name=run_dir.name,
+            status="outdated",
+            resumable=(run_dir / CONFIG_FILE).is_file(),
+            error=str(e),
+        )
 
 
 def _num(v: Any) -> float | None:

@@ -10,6 +10,11 @@ Metrics are keyed by iteration (1, 2, ...); iteration 0 holds run-level results
 
 Schema changes go through ``MIGRATIONS`` (ordered, applied once, tracked by
 ``PRAGMA user_version``), so an old run directory opens with a newer failforge.
+Only a writer migrates. ``RunStore(path, readonly=True)`` (what ``report``, ``runs``
+and ``export`` use) opens the file with SQLite's ``mode=ro``, never migrates, and
+refuses a store whose schema is older than this failforge's with one line: resuming
+the run with this version upgrades it. A writer refuses a store written by a newer
+failforge rather than write rows that version does not expect.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from failforge.errors import ConfigError
 from failforge.models.base import Completion, Request
 
 MIGRATIONS: list[str] = [
@@ -76,19 +82,50 @@ MIGRATIONS: list[str] = [
 ]
 
 
+class StoreOutdated(ConfigError):
+    """A reader met a store whose schema this failforge would migrate."""
+
+
 class RunStore:
     """Thread-safe access to one run's SQLite store."""
 
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, readonly: bool = False):
         self.path = Path(path)
+        self.readonly = readonly
         self._lock = threading.RLock()
+        if readonly:
+            uri = f"{self.path.resolve().as_uri()}?mode=ro"
+            self._conn = sqlite3.connect(uri, uri=True, check_same_thread=False, isolation_level=None)
+            self._conn.execute("PRAGMA busy_timeout=30000")
+            self._conn.execute("PRAGMA query_only=ON")
+            self._check_readable()
+            return
         self._conn = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None)
+        self._conn.execute("PRAGMA busy_timeout=30000")
+        self._check_not_newer()
         self._conn.execute("PRAGMA journal_mode=WAL")
         self._conn.execute("PRAGMA synchronous=NORMAL")
-        self._conn.execute("PRAGMA busy_timeout=30000")
         self._migrate()
 
     # --- schema ------------------------------------------------------------
+    def _check_readable(self) -> None:
+        version = self.schema_version
+        if version < len(MIGRATIONS):
+            self._conn.close()
+            raise StoreOutdated(
+                f"{self.path}: the run store has schema version {version}, this failforge reads version "
+                f"{len(MIGRATIONS)}; `failforge resume` with this version upgrades it (report, runs and export never write to a run)"
+            )
+
+    def _check_not_newer(self) -> None:
+        version = self.schema_version
+        if version > len(MIGRATIONS):
+            self._conn.close()
+            raise ConfigError(
+                f"{self.path}: the run store has schema version {version}, newer than this failforge's "
+                f"{len(MIGRATIONS)}; use the failforge that wrote it"
+            )
+
     def _migrate(self) -> None:
         with self._lock:
             version = self._conn.execute("PRAGMA user_version").fetchone()[0]
