@@ -45,11 +45,19 @@ def run(
     _print_summary(start_run(cfg, run_dir, quiet=cli_state.state.quiet, console=_console()))
 
 
-def resume(run_dir: Path = typer.Argument(..., help="A run directory written by `failforge run`.")) -> None:
-    """Continue a killed run: cached calls and finished training steps are not redone."""
+def resume(
+    run_dir: Path = typer.Argument(..., help="A run directory written by `failforge run`."),
+    allow_changed: bool = typer.Option(
+        False,
+        "--allow-changed",
+        help="Resume even if the config or an input file (seeds, dataset, weights, judge data) changed since the run started; each change is recorded in the store and the log.",
+    ),
+) -> None:
+    """Continue a killed run: cached calls and finished training steps are not redone.
+    Refuses while another process writes the run, or when an input changed."""
     from failforge.run.rundir import resume_run
 
-    _print_summary(resume_run(run_dir, quiet=cli_state.state.quiet, console=_console()))
+    _print_summary(resume_run(run_dir, quiet=cli_state.state.quiet, console=_console(), allow_changed=allow_changed))
 
 
 def generate(

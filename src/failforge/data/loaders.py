@@ -7,6 +7,7 @@ traced after it has been mixed with others.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from failforge.data.pypi import read_cached
 from failforge.data.sources import jsonl_records
 from failforge.errors import DatasetError
 from failforge.models.base import file_sha256
+from failforge.run.inputs import note_file, note_value
 
 HUB_PREFIX = "hf:"
 LOCAL_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
@@ -42,6 +44,8 @@ def _read_json(path: Path) -> list[dict[str, Any]]:
         data = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as e:
         raise DatasetError(f"{path}: invalid JSON ({e.msg} at line {e.lineno})") from None
+    except RecursionError:
+        raise DatasetError(f"{path}: JSON nested too deeply") from None
     if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
         raise DatasetError(f"{path}: expected a JSON list of objects")
     return data
@@ -80,9 +84,13 @@ def load_local(path: str | Path) -> list[Row]:
     reader = _READERS.get(p.suffix.lower())
     if reader is None:
         raise DatasetError(f"{p}: unsupported file type {p.suffix!r} (use {', '.join(LOCAL_SUFFIXES)})")
+    if p.is_dir():
+        raise DatasetError(f"{p}: is a directory, expected a file")
     if not p.is_file():
         raise DatasetError(f"{p}: no such file")
-    source = Provenance(name=p.stem, file=str(p.resolve()), sha256=file_sha256(str(p))).model_dump()
+    sha256 = file_sha256(str(p))
+    note_file("data file", p, sha256)
+    source = Provenance(name=p.stem, file=str(p.resolve()), sha256=sha256).model_dump()
     try:
         rows = reader(p)
     except UnicodeDecodeError as e:
@@ -110,6 +118,7 @@ def load_hub(ref: str) -> list[Row]:
     except Exception as e:  # the library raises many types (ConnectionError, HfHubHTTPError, ValueError...)
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]
         raise DatasetError(f"{ref}: could not load from the Hugging Face hub: {first}") from None
+    note_value("dataset", ref, lambda: _rows_sha256(ds))
     info = ds.info
     source = Provenance(
         name=name,
@@ -120,12 +129,21 @@ def load_hub(ref: str) -> list[Row]:
     return [{**_json_safe(row), SOURCE_KEY: source} for row in ds]
 
 
+def _rows_sha256(rows) -> str:
+    h = hashlib.sha256()
+    for row in rows:
+        h.update(json.dumps(_json_safe(row), sort_keys=True, ensure_ascii=False, default=str).encode())
+        h.update(b"\n")
+    return h.hexdigest()
+
+
 def load_dataset_source(ref: str | Path, cache_dir: Path | None = None) -> list[Row]:
     """All rows of a catalogue dataset, a local file, or ``hf:NAME``."""
     text = str(ref)
     if text.startswith(HUB_PREFIX):
         return load_hub(text)
     if text in CATALOG:
+        note_value("dataset", text, CATALOG[text].archive.sha256)
         return read_cached(CATALOG[text], cache_dir)
     if Path(text).suffix.lower() in LOCAL_SUFFIXES or Path(text).expanduser().exists():
         return load_local(text)

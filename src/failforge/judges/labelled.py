@@ -21,6 +21,7 @@ from pydantic import BaseModel
 
 from failforge.errors import DatasetError
 from failforge.judges.base import Judge, JudgeInput, Label, Verdict
+from failforge.run.inputs import note_file
 
 REFUSAL_WORDS = {"refusal", "refused", "refuse", "reject", "rejected", "declined", "decline"}
 COMPLIANCE_WORDS = {"compliance", "complied", "comply", "compliant", "accepted", "answered"}
@@ -30,6 +31,7 @@ def read_rows(path: str | Path) -> list[dict[str, Any]]:
     p = Path(path)
     if not p.is_file():
         raise DatasetError(f"--data {p}: no such file")
+    note_file("judge data", p)
     suffix = p.suffix.lower()
     try:
         if suffix == ".parquet":
@@ -54,6 +56,8 @@ def read_rows(path: str | Path) -> list[dict[str, Any]]:
             return list(csv.DictReader(io.StringIO("".join(lines[skip:])), delimiter="\t" if suffix == ".tsv" else ","))
     except DatasetError:
         raise
+    except UnicodeDecodeError as e:
+        raise DatasetError(f"--data {p}: invalid UTF-8 at byte {e.start}") from None
     except Exception as e:  # a corrupt file: name it, on one line
         raise DatasetError(f"--data {p}: cannot read ({type(e).__name__}: {' '.join(str(e).split())[:120]})") from e
     raise DatasetError(f"--data {p}: unsupported file type {suffix or '(none)'} (use .csv, .jsonl or .parquet)")

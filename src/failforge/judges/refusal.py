@@ -44,6 +44,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from failforge.errors import ConfigError
 from failforge.judges.answers import response_problem
 from failforge.judges.base import Judge, JudgeInput, Verdict
+from failforge.run.inputs import note_file
 
 PHRASES_FILE = "refusal_phrases.json"
 _LISTS = ("garak_prefixes", "garak_mitigation", "opening_refusals", "compliance_openings", "compliance_pivots")
@@ -112,6 +113,7 @@ def load_phrases(config: RefusalConfig) -> dict[str, tuple[str, ...]]:
         path = Path(config.phrases_file)
         try:
             data = json.loads(path.read_text("utf-8"))
+            note_file("judge data", path)
         except (OSError, ValueError) as e:
             raise ConfigError(f"phrases_file {path}: {e}") from e
         if not isinstance(data, dict):

@@ -267,13 +267,17 @@ def _classifier(name: str, positive_label: str | None):
     (None for the others)."""
     from failforge.judges.classifier import EmbeddingClassifier, HFSequenceClassifier, ProfanityClassifier
     from failforge.judges.trained import is_trained_judge, read_meta
+    from failforge.run.inputs import note_file
 
     head, _, arg = name.partition(":")
     if head == "profanity" and not arg:
         return ProfanityClassifier(), None
     if head == "embedding" and arg:
+        note_file("judge data", arg)
         return EmbeddingClassifier.load(arg), None
     folder = str(Path(arg if head == "hf" and arg else name).expanduser())
+    if Path(folder).is_dir():
+        note_file("judge weights", folder)
     if is_trained_judge(folder):
         return HFSequenceClassifier.from_trained(folder, positive_label), "pair" if read_meta(folder).pair else "single"
     if head == "hf" and arg:

@@ -75,16 +75,21 @@ def resolve_weights(name_or_path: str, cache_root: Path | None = None) -> Path:
     """A known name -> the packaged file (a zipped checkpoint: its unpacked folder under
     ``cache_root``, default ``$FAILFORGE_CACHE`` or ``~/.cache/failforge``); otherwise an
     existing path, or a one-line error."""
+    from failforge.run.inputs import note_file  # a run pins the weights it reads
+
     if name_or_path in KNOWN_MODELS:
         known = KNOWN_MODELS[name_or_path]
         if known.kind == "checkpoint-zip":
             from failforge.models.convert import cache_root as default_root
             from failforge.models.unpack import unpack_checkpoint
 
+            note_file("weights", known.path())  # the zip, not the folder unpacked from it
             return unpack_checkpoint(known.path(), cache_root or default_root(), known.name)
+        note_file("weights", known.path())
         return known.path()
     p = Path(name_or_path).expanduser()
     if not p.exists():
         known = ", ".join(sorted(KNOWN_MODELS))
         raise ModelUnavailable(f"model {name_or_path!r}: no such file or folder (known names: {known})")
+    note_file("weights", p)
     return p

@@ -6,13 +6,19 @@ Layout::
       config.yaml     the validated config snapshot (what ``resume`` re-reads)
       store.sqlite    every model call, record, metric and training step (run/store.py)
       run.log         what happened, with timings
+      run.lock        who is writing the run now (run/lock.py); absent when no one is
       models/         trained adapters and exported weights, one folder per version
+
+One process writes a run directory at a time (the lock). The store meta pins the
+sha256 of the config snapshot and of every input the run read (run/inputs.py); a
+resume refuses inputs that changed unless ``allow_changed``.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -25,6 +31,8 @@ from failforge.errors import ConfigError
 from failforge.judges.measured import summary_lines
 from failforge.methods import get_method
 from failforge.run.context import RunContext
+from failforge.run.inputs import InputLedger
+from failforge.run.lock import RunLock
 from failforge.run.store import RunStore
 
 CONFIG_FILE = "config.yaml"
@@ -41,35 +49,80 @@ def start_run(config: BaseModel, run_dir: Path | None = None, quiet: bool = Fals
     """Pre-flight, then create the run directory and execute the method."""
     method_cls = get_method(config.method)
     run_dir = Path(run_dir) if run_dir else default_run_dir(config)
-    if (run_dir / STORE_FILE).exists() or (run_dir / CONFIG_FILE).exists():
-        raise ConfigError(f"run directory {run_dir} already holds a run: use `failforge resume {run_dir}` or pick another --run-dir")
-    if run_dir.exists() and not run_dir.is_dir():
-        raise ConfigError(f"run directory {run_dir}: exists and is not a directory")
+    _check_new_run_dir(run_dir)
     # Nothing is written before this passes, so bad input leaves no half-made run.
-    method_cls.check(config)
+    ledger = InputLedger(exclude=run_dir)
+    with ledger.active():
+        method_cls.check(config)
 
-    run_dir.mkdir(parents=True, exist_ok=True)
-    tmp = run_dir / (CONFIG_FILE + ".tmp")
-    tmp.write_text(dump_config(config), encoding="utf-8")
-    os.replace(tmp, run_dir / CONFIG_FILE)
-    return _execute(method_cls, config, run_dir, quiet, console, resumed=False)
+    created = not run_dir.exists()
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(f"run directory {run_dir}: cannot create it ({e.strerror})") from None
+    try:
+        lock = RunLock.acquire(run_dir, "run")
+    except BaseException:
+        if created:
+            shutil.rmtree(run_dir, ignore_errors=True)
+        raise
+    with lock:
+        _check_new_run_dir(run_dir)  # another `run` may have claimed it while this one checked
+        tmp = run_dir / (CONFIG_FILE + ".tmp")
+        tmp.write_text(dump_config(config), encoding="utf-8")
+        os.replace(tmp, run_dir / CONFIG_FILE)
+        ledger.pin_file("config", (run_dir / CONFIG_FILE).resolve())
+        store = RunStore(run_dir / STORE_FILE)
+        return _execute(method_cls, config, run_dir, store, ledger, lock, quiet, console, resumed=False)
 
 
-def resume_run(run_dir: Path, quiet: bool = False, console: Console | None = None) -> dict[str, Any]:
+def resume_run(run_dir: Path, quiet: bool = False, console: Console | None = None, allow_changed: bool = False) -> dict[str, Any]:
+    """Continue a run; refuses when another process writes it, or when an input changed
+    (unless ``allow_changed``, which records each change)."""
     run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise ConfigError(f"run directory {run_dir}: no such directory")
     if not (run_dir / CONFIG_FILE).is_file():
         raise ConfigError(f"{run_dir}: not a run directory (no {CONFIG_FILE})")
-    config = load_run_config(run_dir / CONFIG_FILE)
-    method_cls = get_method(config.method)
-    method_cls.check(config)
-    return _execute(method_cls, config, run_dir, quiet, console, resumed=True)
+    with RunLock.acquire(run_dir, "resume") as lock:
+        config = load_run_config(run_dir / CONFIG_FILE)
+        method_cls = get_method(config.method)
+        store = RunStore(run_dir / STORE_FILE)
+        try:
+            ledger = InputLedger(store.meta().get("inputs"), allow_changed=allow_changed, exclude=run_dir)
+            ledger.recheck()
+            ledger.pin_file("config", (run_dir / CONFIG_FILE).resolve())
+            with ledger.active():
+                method_cls.check(config)
+        except BaseException:
+            store.close()
+            raise
+        return _execute(method_cls, config, run_dir, store, ledger, lock, quiet, console, resumed=True)
 
 
-def _execute(method_cls, config, run_dir: Path, quiet: bool, console: Console | None, resumed: bool) -> dict[str, Any]:
-    store = RunStore(run_dir / STORE_FILE)
+def _check_new_run_dir(run_dir: Path) -> None:
+    if run_dir.exists() and not run_dir.is_dir():
+        raise ConfigError(f"run directory {run_dir}: exists and is not a directory")
+    if (run_dir / STORE_FILE).exists() or (run_dir / CONFIG_FILE).exists():
+        raise ConfigError(f"run directory {run_dir} already holds a run: use `failforge resume {run_dir}` or pick another --run-dir")
+
+
+def _execute(
+    method_cls,
+    config,
+    run_dir: Path,
+    store: RunStore,
+    ledger: InputLedger,
+    lock: RunLock,
+    quiet: bool,
+    console: Console | None,
+    resumed: bool,
+) -> dict[str, Any]:
     logger = _run_logger(run_dir)
     ctx = RunContext(run_dir, store, console=console, quiet=quiet, logger=logger)
     meta = store.meta()
+    if lock.previous is not None:
+        ctx.log(f"took over the lock of {lock.previous.describe()}, which is gone")
     store.set_meta(
         method=config.method,
         task=getattr(config, "task", ""),
@@ -81,8 +134,10 @@ def _execute(method_cls, config, run_dir: Path, quiet: bool, console: Console | 
         resumes=meta.get("resumes", 0) + (1 if resumed else 0),
     )
     ctx.log(f"{'resuming' if resumed else 'starting'} {config.method} in {run_dir}")
+    ledger.attach(store, ctx.log)
     try:
-        summary = method_cls(config, ctx).run()
+        with ledger.active():
+            summary = method_cls(config, ctx).run()
     except KeyboardInterrupt:
         store.set_meta(status="interrupted")
         ctx.log("interrupted: `failforge resume` continues where this stopped")

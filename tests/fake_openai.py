@@ -1,0 +1,78 @@
+"""A tiny OpenAI-compatible HTTP server on 127.0.0.1, in a thread, for tests of run
+plumbing (locks, pinned inputs, bad servers) that need a model but not its answers.
+
+``mode`` "ok" answers ``GET /v1/models`` and ``POST /v1/chat/completions`` with JSON
+(the answer echoes the prompt); "html" answers every request with a 200 HTML page,
+like a web server that is not a model server. ``calls`` counts completions.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+class FakeOpenAI:
+    def __init__(self, mode: str = "ok", answer_bytes: int = 0, delay_s: float = 0.0):
+        self.mode = mode
+        #: seconds each completion waits before it answers (keeps a run busy)
+        self.delay_s = delay_s
+        #: pad every answer to this many bytes (a huge answer)
+        self.answer_bytes = answer_bytes
+        self.calls = 0
+        self._lock = threading.Lock()
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):  # quiet
+                pass
+
+            def _send(self, status: int, body: bytes, ctype: str) -> None:
+                self.send_response(status)
+                self.send_header("Content-Type", ctype)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def do_GET(self):
+                if server.mode == "html":
+                    return self._send(200, b"<html><body>It works!</body></html>", "text/html")
+                if self.path.rstrip("/") == "/v1/models":
+                    return self._send(200, json.dumps({"data": [{"id": "fake", "owned_by": "test"}]}).encode(), "application/json")
+                self._send(404, b'{"error": "not found"}', "application/json")
+
+            def do_POST(self):
+                length = int(self.headers.get("Content-Length") or 0)
+                body = json.loads(self.rfile.read(length) or b"{}")
+                if server.mode == "html":
+                    return self._send(200, b"<html><body>It works!</body></html>", "text/html")
+                if server.delay_s:
+                    time.sleep(server.delay_s)
+                with server._lock:
+                    server.calls += 1
+                prompt = body["messages"][-1]["content"]
+                text = f"answer to: {prompt}"
+                if server.answer_bytes:
+                    text = (text + " ") + "x" * max(0, server.answer_bytes - len(text) - 1)
+                data = {
+                    "choices": [{"message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
+                    "usage": {"prompt_tokens": len(prompt.split()), "completion_tokens": len(text.split())},
+                }
+                self._send(200, json.dumps(data).encode(), "application/json")
+
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self._httpd.server_address[1]}/v1"
+
+    def __enter__(self) -> "FakeOpenAI":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()
