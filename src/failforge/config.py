@@ -42,11 +42,27 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
         where = f" line {mark.line + 1} column {mark.column + 1}" if mark else ""
         problem = getattr(e, "problem", None) or str(e).splitlines()[0]
         raise ConfigError(f"config {path}:{where}: malformed YAML: {problem}") from None
+    except RecursionError:
+        raise ConfigError(f"config {path}: malformed YAML: nested too deeply") from None
     if data is None:
         data = {}
+    check_acyclic(data, f"config {path}")
     if not isinstance(data, dict):
         raise ConfigError(f"config {path}: expected a mapping at the top level, got {type(data).__name__}")
     return data
+
+
+def check_acyclic(data: Any, source: str) -> None:
+    """YAML aliases can make a list or mapping contain itself; no option takes that."""
+    stack: list[tuple[Any, frozenset[int]]] = [(data, frozenset())]
+    while stack:
+        node, above = stack.pop()
+        if not isinstance(node, (dict, list)):
+            continue
+        if id(node) in above:
+            raise ConfigError(f"{source}: a YAML alias refers to a mapping or list that contains it")
+        children = node.values() if isinstance(node, dict) else node
+        stack.extend((child, above | {id(node)}) for child in children)
 
 
 def format_validation_error(err: ValidationError, source: str = "config") -> str:

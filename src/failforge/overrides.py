@@ -23,6 +23,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from failforge.config import check_acyclic
 from failforge.errors import ConfigError
 
 
@@ -46,6 +47,9 @@ def parse_set(arg: str) -> tuple[str, Any]:
     except yaml.YAMLError as e:
         problem = getattr(e, "problem", None) or str(e).splitlines()[0]
         raise ConfigError(f"--set {path}: malformed YAML value: {problem}") from None
+    except RecursionError:
+        raise ConfigError(f"--set {path}: malformed YAML value: nested too deeply") from None
+    check_acyclic(value, f"--set {path}")
     return path, value
 
 

@@ -49,6 +49,8 @@ def jsonl_records(member: str, data: bytes) -> list[dict[str, Any]]:
             record = json.loads(line)
         except json.JSONDecodeError as e:
             raise DatasetError(f"{member}:{i}: invalid JSON ({e.msg})") from None
+        except RecursionError:
+            raise DatasetError(f"{member}:{i}: JSON nested too deeply") from None
         if not isinstance(record, dict):
             raise DatasetError(f"{member}:{i}: expected a JSON object per line")
         out.append(record)

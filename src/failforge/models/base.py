@@ -58,6 +58,8 @@ class SamplingParams(BaseModel):
             return ()
         if isinstance(v, str):
             return (v,)
+        if not isinstance(v, (list, tuple)):  # tuple() of a mapping would keep its keys
+            raise ValueError("expected a string or a list of strings")
         return tuple(v)
 
     @property

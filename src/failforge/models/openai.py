@@ -152,6 +152,7 @@ class OpenAIModel(ChatModel):
         self._runner: _LoopThread | None = None
         self._fingerprint: str | None = None
         self._closed = False
+        self._retry_log_level = logging.WARNING
 
     def __repr__(self) -> str:
         return f"OpenAIModel(base_url={self.base_url!r}, model={self.name!r})"
@@ -189,7 +190,8 @@ class OpenAIModel(ChatModel):
 
     def _log_retry(self, state: RetryCallState) -> None:
         exc = state.outcome.exception() if state.outcome else None
-        log.warning(
+        log.log(
+            self._retry_log_level,
             "openai backend: %s failed (%s), attempt %d of %d",
             self.base_url, describe(exc) if exc else "?", state.attempt_number, self.spec.max_retries + 1,
         )
@@ -235,8 +237,9 @@ class OpenAIModel(ChatModel):
         )
 
     # --- model list, fingerprint ---------------------------------------------
-    async def _amodels(self) -> list[dict] | None:
-        """GET /models; None where the server has no such route."""
+    async def _amodels(self, strict: bool = False) -> list[dict] | None:
+        """GET /models; None where the server has no such route. ``strict``: an answer
+        that is not JSON is an error (a web server that is not a model server)."""
         resp, _ = await self._send("GET", "/models")
         if resp.status_code in (404, 405):
             return None
@@ -245,6 +248,10 @@ class OpenAIModel(ChatModel):
         try:
             data = resp.json().get("data", [])
         except (ValueError, AttributeError):
+            if strict:
+                raise ModelUnavailable(
+                    f"openai backend: {self.base_url}/models answered with something that is not JSON: {one_line(resp.text, 120)}"
+                ) from None
             return None
         return [m for m in data if isinstance(m, dict) and "id" in m]
 
@@ -253,7 +260,9 @@ class OpenAIModel(ChatModel):
 
         Raises ModelUnavailable (one line) when it cannot be reached or rejects the key.
         """
-        models = self._run(self._amodels()).result()
+        # retries stay out of the terminal here: pre-flight ends in one line either way
+        self._retry_log_level = logging.DEBUG
+        models = self._run(self._amodels(strict=True)).result()
         if models is None and not self.base_url.endswith("/v1"):
             log.warning("openai backend: %s has no /models route; most servers want base_url to end in /v1", self.base_url)
         return [m["id"] for m in models or []]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from failforge.errors import ModelUnavailable
+from failforge.models.gguf_check import check_gguf
 from failforge.models.registry import resolve_weights
 from failforge.models.spec import ModelSpec
 
@@ -10,7 +11,9 @@ from failforge.models.spec import ModelSpec
 def check_model(role: str, spec: ModelSpec) -> None:
     try:
         if spec.backend in ("llamacpp", "transformers"):
-            resolve_weights(spec.model)
+            weights = resolve_weights(spec.model)
+            if weights.is_file():  # a folder is a checkpoint; a file must be a whole GGUF
+                check_gguf(weights)
             if spec.adapter:
                 resolve_weights(spec.adapter)
         elif spec.backend == "openai":

@@ -47,6 +47,8 @@ class MathTask(Task):
                     continue
                 ref = format_exact(question.value)
             seeds.append(Seed(id=str(r.get("id", i)), text=text, reference=None if ref is None else str(ref)))
+        if not rows:
+            raise ConfigError(f"seeds {source}: no rows (an empty file?)")
         if not seeds:
             raise ConfigError(
                 f"seeds {source}: none of {len(rows)} rows is an arithmetic question "
