@@ -24,6 +24,15 @@ def prompt_text(row: Row) -> str | None:
     return None
 
 
+def task_text(row: Row) -> str | None:
+    """A task row's request with its input (when it has one) after a blank line."""
+    task = prompt_text(row)
+    extra = row.get("input")
+    if task and isinstance(extra, str) and extra.strip():
+        return f"{task}\n\n{extra.strip()}"
+    return task
+
+
 def load(name_or_path: str | Path, n: int | None = None, seed: int = 0, cache_dir: Path | None = None) -> list[Row]:
     """Rows of a dataset; with ``n``, a seeded random sample of n rows (all rows if there are fewer)."""
     if n is not None and n < 0:
@@ -46,6 +55,7 @@ __all__ = [
     "load",
     "load_dataset_source",
     "prompt_text",
+    "task_text",
     "load_hub",
     "load_local",
     "pull",

@@ -28,6 +28,8 @@ PROVENANCE_COLUMNS: list[tuple[str, str]] = [
     ("judge_fingerprint", "string"),
     ("seeds", "list<string>"),
     ("calls", "int64"),
+    # JSON text: {"instructor": 1, "reviewer": 1, "expert": 1}, where a method counts calls by role
+    ("calls_by_role", "string"),
     ("tokens", "int64"),
     ("stage", "string"),
     ("arm", "string"),
@@ -100,6 +102,7 @@ def provenance_columns(p: Provenance, harmful: bool, fallback_iteration: int | N
         "judge_fingerprint": p.judge_fingerprint,
         "seeds": [str(s) for s in p.seeds],
         "calls": p.calls,
+        "calls_by_role": json.dumps(p.calls_by_role, sort_keys=True) if p.calls_by_role else None,
         "tokens": p.tokens,
         "stage": p.stage,
         "arm": p.arm,

@@ -12,6 +12,7 @@ _MODULES = {
     "reversegen": "failforge.methods.reversegen",
     "adversarial-judge": "failforge.methods.adversarial_judge",
     "mistake-analysis": "failforge.methods.mistake_analysis",
+    "teams-rl": "failforge.methods.teams_rl",
 }
 
 METHOD_NAMES = tuple(_MODULES)

@@ -59,6 +59,24 @@ def eval_records(
     ]
 
 
+def mmlu_prompt(q: dict[str, Any]) -> str:
+    """A multiple-choice question (``question``, ``choices``) as a prompt asking for the letter."""
+    from failforge.tasks.honesty import render
+
+    return render(q["question"], q["choices"]) + "\nAnswer with the letter of the correct option."
+
+
+def fmt_score(v: Any) -> str:
+    """A score for a terminal table: 3 decimals, "-" when missing."""
+    return "-" if v is None else f"{v:.3f}" if isinstance(v, float) else str(v)
+
+
+def fmt_ci(get, key: str) -> str:
+    """``key`` with its ``_lo``/``_hi`` interval, as "0.42 [0.30, 0.55]" ("-" when missing)."""
+    v = get(key)
+    return "-" if v is None else f"{v:.2f} [{get(key + '_lo'):.2f}, {get(key + '_hi'):.2f}]"
+
+
 def pass_rate(verdicts: list[Verdict]) -> RateEstimate:
     """Share of ``pass`` verdicts among the scored ones (e.g. the harmless rate), with
     its Wilson interval; unscorable verdicts are left out and counted by the caller."""

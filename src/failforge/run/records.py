@@ -28,6 +28,8 @@ class Provenance(BaseModel):
     judge_fingerprint: str | None = None  # the judge model's fingerprint, for model judges
     seeds: list[str] = Field(default_factory=list)  # ids/texts of the seeds the row came from
     calls: int = 0  # model calls this row cost
+    #: the same calls by role (e.g. instructor, reviewer, expert), where a method counts them apart
+    calls_by_role: dict[str, int] = Field(default_factory=dict)
     tokens: int = 0  # prompt + completion tokens this row cost
     #: the method's step that made the row (e.g. induction, analysis, harmless, helpful)
     stage: str | None = None
@@ -139,6 +141,26 @@ class AnalysisRecord(Record):
         return self.id
 
 
+class RewriteRecord(Record):
+    """TeaMs-RL: one step of a rewrite episode: the action a policy chose, the
+    instruction before and the instructor's rewrite, and the reviewer's outcome
+    (not-equal | equal | eliminated | unscorable) with its reward and reason."""
+
+    KIND: ClassVar[str] = "rewrite"
+    id: str
+    episode: int
+    step: int
+    action: str
+    instruction: str
+    rewrite: str
+    outcome: str
+    reward: float
+    reason: str = ""
+
+    def key(self) -> str:
+        return self.id
+
+
 class PairRecord(Record):
     """A DPO preference pair for the proposer: failure-inducing (chosen) vs not (rejected)."""
 
@@ -164,7 +186,7 @@ class SFTRecord(Record):
 
 
 RECORD_TYPES: dict[str, type[Record]] = {
-    t.KIND: t for t in (AnalysisRecord, AnswerRecord, AttemptRecord, EvalRecord, PairRecord, PromptRecord, SFTRecord)
+    t.KIND: t for t in (AnalysisRecord, AnswerRecord, AttemptRecord, EvalRecord, PairRecord, PromptRecord, RewriteRecord, SFTRecord)
 }
 
 

@@ -1,0 +1,186 @@
+"""TeaMs-RL logic with fakes: the elimination rules, the reviewer's reward, the
+environment, the TRPO policy's exact resume and that it learns a rewarded action,
+the config's checks. The real models run in test_teams_rl_e2e.py."""
+
+import pytest
+from pydantic import ValidationError
+
+from failforge.judges.base import JudgeInput
+from failforge.judges.elimination import EliminationJudge, EliminationRules, elimination
+from failforge.judges.equality import EqualityJudge
+from failforge.models.base import ChatModel, Completion, fingerprint_of
+from failforge.rl.env import RewriteEnv, run_episodes
+from failforge.rl.reviewer import ELIMINATED, EQUAL, NOT_EQUAL, UNSCORABLE, Review, Reviewer
+from failforge.rl.rewrites import ACTIONS, RewriteTemplates
+from failforge.rl.trpo import TRPOSettings, latest, random_chooser, train_policy
+
+RULES = EliminationRules(markers=["#given prompt#", "rewritten prompt"])
+
+
+@pytest.mark.parametrize(
+    "text, rule",
+    [
+        ("", "empty"),
+        ("   \n", "empty"),
+        ("I'm sorry, I cannot rewrite that.", "sorry"),
+        ("Sorry!", "sorry"),
+        ("the of and, to it!", "stop-words"),
+        ("?!... ,;", "stop-words"),
+        ("#Given Prompt#: Write a poem about the sea.", "marker"),
+        ("Here is the Rewritten Prompt: list three fruits.", "marker"),
+    ],
+)
+def test_elimination_rules_fire(text, rule):
+    why = elimination(text, RULES)
+    assert why is not None and why.startswith(rule)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Write a haiku about autumn leaves that mentions a river.",
+        # "sorry" in a long answer is not a refusal (WizardLM: fewer than 80 words)
+        "Sorry is a word " + " ".join(f"word{i}" for i in range(90)),
+        "List three prime numbers greater than 100.",
+    ],
+)
+def test_elimination_rules_pass(text):
+    assert elimination(text, RULES) is None
+
+
+def test_elimination_judge_labels_the_response():
+    v = EliminationJudge(RULES).judge([JudgeInput(instruction="x", responses=["sorry, no"]), JudgeInput(instruction="x", responses=["Name a bird."])])
+    assert [x.label for x in v] == ["fail", "pass"] and v[0].judge == "elimination" and v[0].reason.startswith("sorry")
+
+
+class ScriptedReviewer(ChatModel):
+    """Answers the equality prompt from what the second instruction contains; counts calls."""
+
+    backend = "fake"
+
+    def __init__(self):
+        self.prompts: list[str] = []
+
+    @property
+    def fingerprint(self) -> str:
+        return fingerprint_of(backend="fake", name="scripted-reviewer")
+
+    def _complete(self, requests):
+        out = []
+        for r in requests:
+            text = r.messages[-1].content
+            self.prompts.append(text)
+            second = text.split("The Second Prompt:", 1)[1]
+            answer = "Not Equal" if "NEW" in second else "Equal" if "SAME" in second else "Maybe?"
+            out.append(Completion(text=answer))
+        return out
+
+
+def test_reviewer_rewards_not_equal_only_and_skips_eliminated():
+    model = ScriptedReviewer()
+    reviewer = Reviewer(EqualityJudge(model), EliminationJudge(RULES))
+    reviews = reviewer.review([("a", "NEW task"), ("a", "SAME task"), ("a", "odd task"), ("a", "sorry, I can't")])
+    assert [r.outcome for r in reviews] == [NOT_EQUAL, EQUAL, UNSCORABLE, ELIMINATED]
+    assert [r.reward for r in reviews] == [1.0, 0.0, 0.0, 0.0]
+    assert "unparseable" in reviews[2].reason
+    assert len(model.prompts) == 3  # the eliminated rewrite never reached the reviewer model
+
+
+def _env(reward_action: int = 2, **kw) -> RewriteEnv:
+    def review(before: str, after: str) -> Review:
+        if after.endswith("sorry"):
+            return Review(ELIMINATED, 0.0, "sorry")
+        if after.endswith(f"x{reward_action}"):
+            return Review(NOT_EQUAL, 1.0, "Not Equal")
+        return Review(EQUAL, 0.0, "Equal")
+
+    def rewrite(instruction: str, action: int) -> str:
+        return f"{instruction} sorry" if action == 5 else f"{instruction} x{action}"
+
+    return RewriteEnv(["seed one", "seed two", "seed three"], rewrite, review, **kw)
+
+
+def test_env_steps_episodes_and_state():
+    env = _env(episode_steps=3, seed=7)
+    obs, info = env.reset()
+    assert obs.tolist() == [0.0] * len(ACTIONS) and info["seed"] in env.seeds
+    first = env.instruction
+    obs, reward, done, truncated, _ = env.step(2)
+    assert obs.tolist() == [0, 0, 1, 0, 0, 0] and reward == 1.0 and not done and not truncated
+    assert env.instruction == f"{first} x2"
+    obs, reward, done, _, info = env.step(5)  # eliminated: reward 0, the instruction stays
+    assert reward == 0.0 and info["outcome"] == ELIMINATED and env.instruction == f"{first} x2"
+    _, _, done, _, _ = env.step(0)
+    assert done and len(env.history) == 3
+    assert [s.step for s in env.history] == [0, 1, 2] and {s.seed for s in env.history} == {first}
+    # reset draws by episode number: a fresh env with the same seed draws the same seeds
+    again = _env(episode_steps=3, seed=7)
+    assert [again.draw_seed(e) for e in range(6)] == [env.draw_seed(e) for e in range(6)]
+
+
+def test_env_evol_instruct_keeps_instruction_on_equal():
+    env = _env(episode_steps=2, keep_equal=False, in_order=True)
+    env.reset()
+    assert env.instruction == "seed one"
+    env.step(1)  # Equal: dropped
+    assert env.instruction == "seed one"
+    env.step(2)  # Not Equal: kept
+    assert env.instruction == "seed one x2"
+    with pytest.raises(ValueError):
+        env.step(6)
+
+
+def test_run_episodes_with_random_control_is_seeded():
+    a = run_episodes(_env(in_order=True), random_chooser(3, len(ACTIONS)), 3)
+    b = run_episodes(_env(in_order=True), random_chooser(3, len(ACTIONS)), 3)
+    assert len(a) == 18 and [s.action for s in a] == [s.action for s in b]
+    assert [s.seed for s in a[::6]] == ["seed one", "seed two", "seed three"]
+
+
+def test_trpo_resume_replays_the_same_actions(tmp_path):
+    settings = TRPOSettings(iterations=4, n_steps=12)
+    full = _env(episode_steps=6, seed=1)
+    curve = []
+    train_policy(full, settings, tmp_path / "full", 0, lambda k, steps: curve.append((k, len(steps))))
+    assert curve == [(1, 12), (2, 12), (3, 12), (4, 12)]
+    assert latest(tmp_path / "full")[0] == 4 and len(list((tmp_path / "full").glob("iteration-*.zip"))) == 1
+
+    killed = _env(episode_steps=6, seed=1)
+    train_policy(killed, settings.model_copy(update={"iterations": 2}), tmp_path / "killed", 0, lambda k, s: None)
+    resumed = _env(episode_steps=6, seed=1)
+    seen = []
+    train_policy(resumed, settings, tmp_path / "killed", 0, lambda k, s: seen.append(k))
+    assert seen == [3, 4]  # finished iterations are not redone
+    actions = [s.action for s in full.history]
+    assert [s.action for s in killed.history] == actions[:24]
+    assert [(s.action, s.instruction) for s in resumed.history] == [(s.action, s.instruction) for s in full.history[24:]]
+
+
+def test_trpo_learns_the_rewarded_action(tmp_path):
+    env = _env(reward_action=2, episode_steps=6, seed=0)
+    curve = []
+    settings = TRPOSettings(iterations=12, n_steps=48)
+    train_policy(env, settings, tmp_path / "p", 0, lambda k, steps: curve.append(sum(s.reward for s in steps) / len(steps)))
+    # a random policy earns 1/6 per step; the trained one chooses action 2 more often
+    assert curve[0] < 0.3 and sum(curve[-3:]) / 3 > 0.4
+
+
+def test_trpo_needs_whole_episodes(tmp_path):
+    with pytest.raises(ValueError, match="multiple"):
+        train_policy(_env(episode_steps=6), TRPOSettings(iterations=1, n_steps=10), tmp_path, 0, lambda k, s: None)
+
+
+def test_templates_and_config_checks():
+    t = RewriteTemplates()
+    for k in range(len(ACTIONS)):
+        assert "Name a colour." in t.render(k, "Name a colour.")
+    with pytest.raises(ValidationError, match="deepening must contain"):
+        RewriteTemplates(deepening="no placeholder")
+    from failforge.methods.teams_rl import TeamsRLConfig
+
+    with pytest.raises(ValidationError, match="multiple of episode_steps"):
+        TeamsRLConfig(policy={"n_steps": 10})
+    with pytest.raises(ValidationError, match="train.kind"):
+        TeamsRLConfig(train={"kind": "dpo"})
+    cfg = TeamsRLConfig()
+    assert (cfg.policy.target_kl, cfg.policy.gamma, cfg.policy.gae_lambda, cfg.policy.hidden, cfg.episode_steps) == (0.01, 0.995, 0.97, [64, 64], 6)
