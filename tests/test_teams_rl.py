@@ -184,3 +184,100 @@ def test_templates_and_config_checks():
         TeamsRLConfig(train={"kind": "dpo"})
     cfg = TeamsRLConfig()
     assert (cfg.policy.target_kl, cfg.policy.gamma, cfg.policy.gae_lambda, cfg.policy.hidden, cfg.episode_steps) == (0.01, 0.995, 0.97, [64, 64], 6)
+
+
+# --- the loop's wiring, with fake models -------------------------------------------------------
+class RoleModel(ChatModel):
+    """Instructor: a new sentence per prompt; reviewer: Not Equal when the rewrite's tag is
+    even; expert: an answer, or a short apology for one in five instructions."""
+
+    backend = "fake"
+
+    def __init__(self, role: str):
+        self.role, self.name, self.sent = role, role, 0
+
+    @property
+    def fingerprint(self) -> str:
+        return fingerprint_of(backend="fake", role=self.role)
+
+    def _complete(self, requests):
+        import hashlib
+
+        out = []
+        for r in requests:
+            self.sent += 1
+            text = r.messages[-1].content
+            h = int(hashlib.sha256(text.encode()).hexdigest()[:8], 16)
+            if self.role == "instructor":
+                answer = f"Describe topic {h % 9973} with {h % 7} examples in a table."
+            elif self.role == "reviewer":
+                answer = "Not Equal" if h % 2 else "Equal"
+            else:
+                answer = "Sorry, no." if h % 5 == 0 else f"Here is an answer about item {h % 101}."
+            out.append(Completion(text=answer, prompt_tokens=3, completion_tokens=5))
+        return out
+
+
+class FakeEmbedder:
+    def embed(self, texts):
+        import hashlib
+
+        import numpy as np
+
+        return np.array([[int(hashlib.sha256(f"{t}{i}".encode()).hexdigest()[:4], 16) / 65535 for i in range(8)] for t in texts], dtype=np.float32)
+
+
+def _loop(tmp_path):
+    from failforge.methods.teams_rl import TeamsRLConfig
+    from failforge.methods.teams_rl_loop import TeamsRLLoop
+    from failforge.run.cached import CachedModel
+    from failforge.run.context import RunContext
+    from failforge.run.store import RunStore
+
+    store = RunStore(tmp_path / "store.sqlite")
+    fakes = {r: RoleModel(r) for r in ("instructor", "reviewer", "expert")}
+
+    class Ctx(RunContext):
+        def model(self, role, spec):
+            if role not in self._models:
+                self._models[role] = CachedModel(fakes[role], self.store)
+            return self._models[role]
+
+    cfg = TeamsRLConfig(seeds={"train": 6, "generate": 4}, episode_steps=3, policy={"iterations": 3, "n_steps": 6},
+                        generate={"expert_queries": 5}, reviewer_check={"n": 6}, train=None, target=None)
+    loop = TeamsRLLoop(cfg, Ctx(tmp_path, store, quiet=True))
+    loop._embedder = FakeEmbedder()
+    return loop, store, fakes
+
+
+def test_loop_counts_calls_by_role_at_the_same_budget_and_resumes(tmp_path):
+    loop, store, fakes = _loop(tmp_path)
+    loop.run()
+    metrics = store.metrics()
+    r = metrics[0]
+    for k in (1, 2, 3):
+        assert metrics[k]["instructor_calls"] == 6 and metrics[k]["reviewer_calls"] == 6 - metrics[k]["eliminated"]
+        assert metrics[k]["random_policy_reward_per_step"] == r["arms.random-policy.reward_per_step"]
+    for arm in ("teams-rl", "random-policy", "evol-instruct"):
+        assert r[f"arms.{arm}.steps"] == 12 and r[f"arms.{arm}.generation_instructor_calls"] == 12
+        assert r[f"arms.{arm}.expert_calls"] == r[f"arms.{arm}.expert_queries"] <= 5
+        assert r[f"arms.{arm}.dataset_size"] == r[f"arms.{arm}.expert_queries"] - r[f"arms.{arm}.answers_eliminated"]
+    assert r["arms.teams-rl.instructor_calls"] == 18 + 12 and r["arms.random-policy.instructor_calls"] == 12
+    assert r["arms.teams-rl.policy_training_reviewer_calls"] == sum(metrics[k]["reviewer_calls"] for k in (1, 2, 3))
+    # expert answers with a short apology are not training rows
+    sft = store.records("sft")
+    assert sum(int(r[f"arms.{a}.dataset_size"]) for a in ("teams-rl", "random-policy", "evol-instruct")) == len(sft)
+    assert all(not x["messages"][1]["content"].startswith("Sorry") for x in sft)
+    assert all(x["provenance"]["calls_by_role"] == {"instructor": 1, "reviewer": 1, "expert": 1} for x in sft)
+    # Evol-Instruct trains only on rewrites the reviewer called Not Equal
+    evol = {x["messages"][0]["content"] for x in sft if x["provenance"]["arm"] == "evol-instruct"}
+    outcomes = {x["rewrite"]: x["outcome"] for x in store.records("rewrite") if x["provenance"]["arm"] == "evol-instruct"}
+    assert all(outcomes[t] == NOT_EQUAL for t in evol)
+    assert 0 <= r["reviewer_check.novelty_agreement"] <= 1 and r["reviewer_check.n"] >= 1
+    assert "teams-rl" in str(loop.table().columns[0]._cells)
+
+    sent = {k: f.sent for k, f in fakes.items()}
+    again, store2, fakes2 = _loop(tmp_path)  # a resume: the same store and checkpoints
+    again.run()
+    assert all(f.sent == 0 for f in fakes2.values()) and sum(sent.values()) > 0
+    assert store2.metrics() == metrics
