@@ -202,11 +202,15 @@ def test_charts_follow_the_metrics_present(runs_root):
     curves = RunCurves(label="a", metrics=store.metrics(), train_steps=store.train_steps())
     store.close()
     ids = [c.id for c in run_charts(curves)]
-    assert ids[: len(KNOWN_CHARTS)] == [c.id for c in KNOWN_CHARTS]  # known first, in order
+    present = [c.id for c in KNOWN_CHARTS if c.id in ids]  # a ReverseGen run has no reward curve
+    assert ids[: len(present)] == present and "failure_rate" in present and "reward_per_step" not in present  # known first, in order
     assert "mean_answer_words" in ids and "notes" not in ids and ids[-1] == "train_loss"
     # a run that only measured some metrics gets only those charts
     few = RunCurves(label="b", metrics={0: {"failure_rate": 0.5}, 1: {"failure_rate": 0.25, "calls": 10}})
     assert [c.id for c in run_charts(few)] == ["failure_rate", "calls"]
+    rl = RunCurves(label="c", metrics={1: {"reward_per_step": 0.2, "random_policy_reward_per_step": 0.3}, 2: {"reward_per_step": 0.4, "random_policy_reward_per_step": 0.3}})
+    (chart,) = run_charts(rl)  # the learning curve and the random policy's level on one chart
+    assert chart.id == "reward_per_step" and chart.svg.count('class="line"') == 2
     over = overlay_charts([curves, few.model_copy(update={"label": "b"})])
     fr = next(c for c in over if c.id == "failure_rate")
     assert fr.svg.count('class="line"') == 2 and "failure_rate_lo" not in [c.id for c in over]
