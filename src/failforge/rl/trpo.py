@@ -86,12 +86,21 @@ def train_policy(
     is called after each update with that rollout's steps, before its checkpoint is
     written. Returns the trained ``TRPO`` model."""
     import torch
-    from sb3_contrib import TRPO
 
     if settings.n_steps % env.episode_steps:
         raise ValueError(f"n_steps {settings.n_steps} is not a multiple of the episode length {env.episode_steps}")
     ckpt_dir.mkdir(parents=True, exist_ok=True)
-    torch.set_num_threads(1)  # a 64-64 MLP: threads cost more than they give
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # a 64-64 MLP: threads cost more than they give (restored below)
+    try:
+        return _train(env, settings, ckpt_dir, seed, on_iteration, log)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _train(env, settings, ckpt_dir, seed, on_iteration, log):
+    from sb3_contrib import TRPO
+
     vec = _vec(env)
     done = latest(ckpt_dir)
     if done is not None:
