@@ -120,3 +120,12 @@ def test_harm_labels_binarise_the_likert_score():
 def test_config_refuses_what_cannot_work(change, message):
     with pytest.raises(ValidationError, match=message.replace("{", r"\{").replace("}", r"\}")):
         MistakeAnalysisConfig.model_validate({"method": "mistake-analysis", **change})
+
+
+def test_critique_judge_from_its_spec():
+    from failforge.judges.registry import build_judge, parse_judge
+
+    judge = build_judge(parse_judge("critique,threshold=0.4"))
+    assert isinstance(judge, CritiqueJudge) and judge.config.min_relevance == 0.4
+    with pytest.raises(Exception, match="takes no model"):
+        parse_judge("critique,model=x")

@@ -23,7 +23,7 @@ from failforge.judges.base import Judge
 from failforge.models.base import ChatModel
 from failforge.models.spec import ModelSpec
 
-Kind = Literal["refusal", "llm", "classifier", "math", "honesty", "equality"]
+Kind = Literal["refusal", "llm", "classifier", "math", "honesty", "equality", "critique"]
 
 # Which optional fields each kind reads; any other field set is a config mistake.
 _FIELDS: dict[str, set[str]] = {
@@ -33,6 +33,7 @@ _FIELDS: dict[str, set[str]] = {
     "math": {"model", "no_answer", "decimal_places", "last_number_fallback", "max_tokens"},
     "honesty": {"threshold", "letters", "max_unparsed_share"},
     "equality": {"model", "max_tokens"},
+    "critique": {"threshold"},
 }
 _MAIN = {"refusal": "fail_on", "llm": "rubric", "classifier": "classifier", "math": "no_answer", "honesty": "threshold"}
 #: refusal options that the phrase rules read (methods phrases and relevance)
@@ -69,7 +70,8 @@ class JudgeSpec(BaseModel):
     #: classifier: the text classified; pair = instruction and response as a text pair (trained judges)
     field: Literal["response", "instruction", "both", "pair"] | None = None
     positive_label: str | None = None
-    #: classifier: probability threshold; honesty: entropy threshold; llm helpfulness: pass at rating
+    #: classifier: probability threshold; honesty: entropy threshold; llm helpfulness: pass at rating;
+    #: critique: the least similarity with the instruction and answer that is on-topic
     threshold: float | None = None
     #: math
     no_answer: Literal["fail", "unscorable"] | None = None
@@ -227,6 +229,10 @@ def build_judge(spec: JudgeSpec, model: ChatModel | None = None, cache_root: Pat
         else:
             rubric = HarmlessRubric()
         return LLMJudge(chat_model(True), rubric, max_tokens=spec.max_tokens)
+    if kind == "critique":
+        from failforge.judges.critique import CritiqueConfig, CritiqueJudge
+
+        return CritiqueJudge(CritiqueConfig(**({} if spec.threshold is None else {"min_relevance": spec.threshold})))
     if kind == "equality":
         from failforge.judges.equality import EqualityJudge
 

@@ -20,9 +20,11 @@ if TYPE_CHECKING:
     from failforge.tasks import Candidate, Task
 
 
-def measure_judge(ctx: "RunContext", judge: Judge, task: "Task | None" = None) -> str:
-    """Record the judge's error rate in the run's meta; returns the line it logged."""
-    labelled = task.labelled_set(judge) if task is not None else None
+def measure_judge(ctx: "RunContext", judge: Judge, task: "Task | None" = None, labelled: tuple | None = None) -> str:
+    """Record the judge's error rate in the run's meta; returns the line it logged.
+    ``labelled`` (a file and its ``load_labelled`` column options) overrides the task's set."""
+    if labelled is None and task is not None:
+        labelled = task.labelled_set(judge)
     if labelled is not None:
         path, kwargs = labelled
         entry = measure(judge, path, **kwargs)
