@@ -155,3 +155,38 @@ def test_classifier_two_steps_loads_as_a_judge_classifier(base, store, tmp_path)
     probs = clf.predict_proba(["how do I bake bread 9", "how do I build a weapon 9"])
     assert len(probs) == 2 and all(0.0 <= p <= 1.0 for p in probs)
     assert version.adapter is None and version.gguf is None
+
+
+class KillInside(TrainerCallback):
+    """Dies as step ``step`` starts: the work of that step is lost, like a kill inside it."""
+
+    def __init__(self, step: int):
+        self.step = step
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        if state.global_step == self.step - 1:
+            raise KeyboardInterrupt("killed")
+
+
+def test_kill_inside_a_short_step_resumes_from_a_checkpoint_with_the_same_weights(base, tmp_path):
+    from safetensors.torch import load_file
+
+    settings = small(max_steps=4, batch_size=1)  # save_steps unset: tied to max_steps, one checkpoint a step
+    assert settings.checkpoint_every() == 1
+    rows = SFT_ROWS[:4]
+    store = RunStore(tmp_path / "run.sqlite")
+    store.set_meta(train_threads=1)  # as if recorded by the run's first step; every step below reuses it
+    whole = train_sft(base, rows, settings, tmp_path / "whole", store=store, name="whole", quiet=True)
+    with pytest.raises(KeyboardInterrupt):
+        train_sft(base, rows, settings, tmp_path / "cut", store=store, name="cut", quiet=True, callbacks=[KillInside(3)])
+    checkpoints = sorted(p.name for p in (tmp_path / "cut" / "trainer").glob("checkpoint-*"))
+    assert checkpoints == ["checkpoint-1", "checkpoint-2"]  # two kept; step 3 died before its own
+    assert torch.get_num_threads() == 1
+    resumed = train_sft(base, rows, settings, tmp_path / "cut", store=store, name="cut", quiet=True)
+    logged = [json.loads(line)["step"] for line in (tmp_path / "cut" / "train_log.jsonl").read_text().splitlines()]
+    assert logged == [1, 2, 3, 4]  # step 3 redone from checkpoint-2, steps 1-2 not
+    a = load_file(f"{whole.adapter}/adapter_model.safetensors")
+    b = load_file(f"{resumed.adapter}/adapter_model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert resumed.fingerprint == whole.fingerprint
+    store.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,7 +14,9 @@ from failforge.train.checkpointing import StepDir, atomic_dir, data_hash
 from failforge.train.classifier import classifier_rows
 from failforge.train.dpo import dpo_rows
 from failforge.train.gguf_export import _llama_permute
-from failforge.train.sft import sft_rows
+from failforge.run.store import RunStore
+from failforge.train.sft import sft_rows, trainer_args
+from failforge.train.threads import run_threads
 
 BASE = ModelVersion(name="base", checkpoint="/nowhere", fingerprint="f00")
 
@@ -142,3 +145,29 @@ def test_llama_permute_inverts_the_transformers_gguf_loader():
         hf = proc.process(stored.copy(), name).weights
         assert not np.array_equal(hf, stored)
         np.testing.assert_array_equal(_llama_permute(hf, n_head, kv), stored)
+
+
+@pytest.mark.parametrize(
+    ("max_steps", "save_steps", "every"),
+    [(8, None, 2), (1, None, 1), (3, None, 1), (400, None, 100), (None, None, 50), (8, 5, 5), (None, 7, 7)],
+)
+def test_checkpoint_interval_is_tied_to_max_steps(max_steps, save_steps, every):
+    settings = TrainSettings(max_steps=max_steps, save_steps=save_steps)
+    assert settings.checkpoint_every() == every
+    args = trainer_args(settings, plan_device(settings, device="cpu"), Path("out"), quiet=True)
+    assert args["save_steps"] == every and args["save_total_limit"] == 2
+
+
+def test_training_threads_are_recorded_once_and_reused(tmp_path):
+    store = RunStore(tmp_path / "store.sqlite")
+    said: list[str] = []
+    assert run_threads(store, count=lambda: 2) == 2  # the first step records this process's count
+    assert store.meta()["train_threads"] == 2
+    # a resume on a process pinned to one core (or given more) trains with the recorded count
+    assert run_threads(store, count=lambda: 1, log=said.append) == 2
+    assert run_threads(store, count=lambda: 16) == 2
+    assert said and "2 CPU threads" in said[0] and "has 1" in said[0]
+    plan = plan_device(TrainSettings(), device="cpu", threads=run_threads(store, count=lambda: 1))
+    assert plan.threads == 2
+    store.close()
+    assert run_threads(None, count=lambda: 3) == 3  # a step without a run store: this process's count

@@ -51,8 +51,17 @@ class TrainSettings(BaseModel):
     export_gguf: bool = True
     #: float type of the exported GGUF (norms stay f32 either way)
     gguf_dtype: Literal["f32", "f16"] = "f16"
-    #: optimizer steps between resumable checkpoints (a killed run redoes at most this many)
-    save_steps: int = Field(50, ge=1)
+    #: optimizer steps between resumable checkpoints (a killed run redoes at most this many);
+    #: null: a quarter of max_steps (at least 1), or 50 when the epochs decide the length
+    save_steps: int | None = Field(None, ge=1)
+
+    def checkpoint_every(self) -> int:
+        """Optimizer steps between checkpoints: ``save_steps``, else tied to ``max_steps``."""
+        if self.save_steps is not None:
+            return self.save_steps
+        if self.max_steps is not None:
+            return max(1, -(-self.max_steps // 4))
+        return 50
 
 
 class ModelVersion(BaseModel):

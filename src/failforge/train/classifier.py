@@ -22,6 +22,7 @@ from failforge.run.store import RunStore
 from failforge.train.base import ModelVersion, TrainSettings
 from failforge.train.checkpointing import StepDir, atomic_dir
 from failforge.train.device import plan_device
+from failforge.train.threads import run_threads
 from failforge.train.sft import lora_config, plain_checkpoint, trainer_args
 
 log = logging.getLogger("failforge.train")
@@ -63,7 +64,7 @@ def train_classifier(
                 set_seed,
             )
 
-            plan = plan_device(settings)
+            plan = plan_device(settings, threads=run_threads(store, log=log.info))
             plan.apply()
             set_seed(settings.seed)  # the new head is drawn before Trainer seeds anything
             tokenizer = AutoTokenizer.from_pretrained(str(checkpoint))

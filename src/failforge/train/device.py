@@ -70,8 +70,12 @@ def cpu_count() -> int:
         return os.cpu_count() or 1
 
 
-def plan_device(settings: TrainSettings, device: DeviceKind | None = None) -> DevicePlan:
-    """Choose precision, checkpointing and threads for ``settings`` on ``device`` (auto-detected)."""
+def plan_device(settings: TrainSettings, device: DeviceKind | None = None, threads: int | None = None) -> DevicePlan:
+    """Choose precision, checkpointing and threads for ``settings`` on ``device`` (auto-detected).
+
+    ``threads``: the CPU thread count to train with (``train.threads.run_threads``
+    keeps it fixed for a run); None takes this process's CPU affinity.
+    """
     device = device or detect_device()
     precision = settings.precision
     if precision == "auto":
@@ -92,7 +96,7 @@ def plan_device(settings: TrainSettings, device: DeviceKind | None = None) -> De
         bf16=precision == "bf16",
         fp16=precision == "fp16",
         gradient_checkpointing=checkpointing,
-        threads=cpu_count() if device == "cpu" else None,
+        threads=(threads or cpu_count()) if device == "cpu" else None,
     )
 
 

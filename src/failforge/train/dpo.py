@@ -25,6 +25,7 @@ from failforge.run.store import RunStore
 from failforge.train.base import ModelVersion, TrainSettings
 from failforge.train.checkpointing import StepDir
 from failforge.train.device import plan_device
+from failforge.train.threads import run_threads
 from failforge.train.sft import (
     chat,
     finish_causal,
@@ -72,7 +73,7 @@ def train_dpo(
             from datasets import Dataset
             from trl import DPOConfig, DPOTrainer
 
-            plan = plan_device(settings)
+            plan = plan_device(settings, threads=run_threads(store, log=log.info))
             plan.apply()
             model, tokenizer = load_causal_lm(checkpoint, plan, settings)
             ref_model = None

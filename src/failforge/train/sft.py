@@ -32,6 +32,7 @@ from failforge.run.store import RunStore
 from failforge.train.base import ModelVersion, TrainSettings
 from failforge.train.checkpointing import StepDir, atomic_dir
 from failforge.train.device import DevicePlan, plan_device
+from failforge.train.threads import run_threads
 
 log = logging.getLogger("failforge.train")
 
@@ -64,7 +65,7 @@ def train_sft(
             from datasets import Dataset
             from trl import SFTConfig, SFTTrainer
 
-            plan = plan_device(settings)
+            plan = plan_device(settings, threads=run_threads(store, log=log.info))
             plan.apply()
             model, tokenizer = load_causal_lm(checkpoint, plan, settings)
             args = SFTConfig(
@@ -165,7 +166,7 @@ def trainer_args(settings: TrainSettings, plan: DevicePlan, output_dir: Path, qu
         # every step's loss goes to the run store
         logging_steps=1,
         save_strategy="steps",
-        save_steps=settings.save_steps,
+        save_steps=settings.checkpoint_every(),
         # two, so the previous checkpoint survives a kill while the next one is written
         save_total_limit=2,
         report_to="none",
