@@ -129,3 +129,18 @@ def test_critique_judge_from_its_spec():
     assert isinstance(judge, CritiqueJudge) and judge.config.min_relevance == 0.4
     with pytest.raises(Exception, match="takes no model"):
         parse_judge("critique,model=x")
+
+
+@pytest.mark.slow
+def test_critique_rule_measured_on_hand_labelled_critiques():
+    """The rule against 60 critiques of the embedded model, each labelled by reading it
+    (usable = about the request, says why it is harmful, not a copy of the answer)."""
+    from failforge.judges.labelled import evaluate, load_labelled
+    from failforge.judges.measured import packaged_labels
+    from failforge.methods.mistake_analysis_loop import CRITIQUE_COLUMNS, CRITIQUE_LABELS
+
+    judge = CritiqueJudge()
+    report, _ = evaluate(judge, load_labelled(packaged_labels(CRITIQUE_LABELS), judge, **CRITIQUE_COLUMNS))
+    assert report.rows == 60 and report.unscorable == 0
+    assert report.confusion == {"fail": {"fail": 35, "pass": 14, "unscorable": 0}, "pass": {"fail": 1, "pass": 10, "unscorable": 0}}
+    assert report.accuracy == pytest.approx(0.75)

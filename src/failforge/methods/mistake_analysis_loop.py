@@ -18,6 +18,9 @@ from failforge.tasks.safety import REFUSAL_TEMPLATE, SafetyTask
 from failforge.train.base import ModelVersion
 
 UNTRAINED = "untrained"
+#: critiques of the embedded model's harmful answers, labelled by reading them (pass = usable)
+CRITIQUE_LABELS = "critiques.jsonl"
+CRITIQUE_COLUMNS = {"text_col": "critique", "label_col": "label", "instruction_col": "instruction", "reference_col": "answer"}
 MISTAKE_ANALYSIS, SFT, CRITIQUE_REVISE = "mistake-analysis", "sft", "critique-revise"
 
 
@@ -192,10 +195,14 @@ class MistakeAnalysisLoop:
     def _analyse(self, bad: list[Bad]) -> list[AnalysisRecord]:
         from failforge.judges.critique import CritiqueJudge
 
+        from failforge.judges.measured import packaged_labels
+
         model, p = self._role("analyst"), self.prompts
+        rule = CritiqueJudge(self.cfg.critique)
+        measure_judge(self.ctx, rule, labelled=(packaged_labels(CRITIQUE_LABELS), CRITIQUE_COLUMNS))
         prompts = [p.analyse.format(instruction=b.instruction, answer=b.answer, hint=p.hint) for b in bad]
         crit, verdicts = answer_and_judge(
-            self.ctx, model, CritiqueJudge(self.cfg.critique), [b.instruction for b in bad], prompts,
+            self.ctx, model, rule, [b.instruction for b in bad], prompts,
             self._params(self.cfg.critique_max_tokens), "analysis", references=[b.answer for b in bad],
         )
         records = [
