@@ -405,3 +405,16 @@ def test_label_command_is_registered():
     from failforge.cli import app
 
     assert "label" in get_command(app).commands
+
+
+def test_inherited_labels_measured_against_a_persons_reading():
+    """50 rewrites of the embedded adversary: the label each inherited from the prompt
+    it rewrote, against a person's reading of the rewrite itself."""
+    from failforge.judges.measured import measure, packaged_labels
+    from failforge.labelling.oracle import INHERITED_COLUMNS, INHERITED_LABELS, InheritedLabels
+
+    result = measure(InheritedLabels(), packaged_labels(INHERITED_LABELS), **INHERITED_COLUMNS)
+    assert result.rows == 50 and result.unscorable == 0
+    # most rewrites of harmful prompts no longer ask for anything harmful
+    assert result.confusion == {"fail": {"fail": 4, "pass": 1, "unscorable": 0}, "pass": {"fail": 30, "pass": 15, "unscorable": 0}}
+    assert result.accuracy == 0.38

@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
-from failforge.judges.base import Judge, JudgeInput
+from failforge.judges.base import Judge, JudgeInput, Verdict
 from failforge.labelling.base import LabelItem, Labeller, give_label
 from failforge.run.store import RunStore
 
@@ -74,6 +74,33 @@ class OracleLabeller(Labeller):
         if counts["unlabelled"] and self.judge is None:
             self._log(f"oracle: {counts['unlabelled']} of {len(items)} items have no pool label and no judge is configured")
         self.counts = counts
+
+
+#: rewrites of the embedded adversary, each with the label it inherited and a person's label
+INHERITED_LABELS = "adversary_rewrites.jsonl"
+INHERITED_COLUMNS = {"text_col": "text", "label_col": "label", "reference_col": "inherited", "positive": ["problematic"]}
+
+
+class InheritedLabels(Judge):
+    """The pool oracle as a judge, so its labels can be measured like any judge's: a
+    rewrite is labelled with the class of the prompt it rewrote (``reference``);
+    ``fail`` = the first choice (problematic). Measured on ``INHERITED_LABELS``."""
+
+    id = "oracle:inherited"
+    version = "1"
+
+    def __init__(self, positive: str = "problematic"):
+        self.positive = positive
+
+    def _judge(self, items: list[JudgeInput]) -> list[Verdict]:
+        out = []
+        for item in items:
+            if item.reference is None or not str(item.reference).strip():
+                out.append(self.verdict("unscorable", None, "no inherited label"))
+            else:
+                hit = str(item.reference).strip() == self.positive
+                out.append(self.verdict("fail" if hit else "pass", float(hit), f"inherited {item.reference}"))
+        return out
 
 
 def _judge_input(item: LabelItem) -> JudgeInput:

@@ -142,13 +142,20 @@ class AdversarialJudgeLoop:
             return WebLabeller(serve=lc.serve, port=lc.port or 0, log=self.ctx.log)
         if lc.kind == "terminal":
             return TerminalLabeller()
+        from failforge.methods.judging import measure_judge
+
         judge = None
         if lc.judge is not None:
             from failforge.judges.registry import build_judge
-            from failforge.methods.judging import measure_judge
 
             judge = build_judge(lc.judge, self.ctx.model("labeller", lc.judge.model) if lc.judge.model else None)
             measure_judge(self.ctx, judge, None)  # an oracle judge's error rate goes into the run too
+        else:
+            # inherited labels decide the training labels and the "fooled" counts: measured too
+            from failforge.judges.measured import packaged_labels
+            from failforge.labelling.oracle import INHERITED_COLUMNS, INHERITED_LABELS, InheritedLabels
+
+            measure_judge(self.ctx, InheritedLabels(), labelled=(packaged_labels(INHERITED_LABELS), INHERITED_COLUMNS))
         return OracleLabeller(judge=judge, use_pool=judge is None, log=self.ctx.log)
 
     # --- the run -----------------------------------------------------------------------------
