@@ -284,6 +284,7 @@ class TeamsRLLoop:
         n, threshold = self.cfg.reviewer_check.n, self.cfg.reviewer_check.novelty_threshold
         reviewed = sorted((r for r in load(self.store, "rewrite") if r.provenance.stage == "train" and r.outcome in (NOT_EQUAL, EQUAL)), key=lambda r: r.id)
         if not n or not reviewed:
+            self.store.put_metrics(0, {"reviewer_check.n": 0})
             return
         sample = random.Random(f"{self.cfg.seed}-reviewer-check").sample(reviewed, min(n, len(reviewed)))
         with self.ctx.tracked(self.models["reviewer"], "reviewer check: swapped order", len(sample)):
