@@ -23,7 +23,7 @@ from pathlib import Path
 import httpx
 
 #: fault kinds a schedule may hold
-FAULTS = ("ok", "500", "503", "429", "400", "401", "drop", "timeout", "slow")
+FAULTS = ("ok", "500", "503", "429", "400", "401", "403", "drop", "timeout", "slow", "truncate")
 
 
 def free_port() -> int:
@@ -116,7 +116,8 @@ class FaultProxy:
     """An HTTP/1.1 proxy on 127.0.0.1 that injects faults from a schedule.
 
     ``schedule`` lists one fault per request received, in arrival order; requests
-    past its end are forwarded ("ok"). Counts what it receives and what it forwards,
+    past its end are forwarded ("ok"). "truncate" forwards the request, then sends
+    half of the answer's body under the full Content-Length and closes. Counts what it receives and what it forwards,
     the most requests it held at once, and the headers and bodies it saw.
     """
 
@@ -233,7 +234,7 @@ class FaultProxy:
         if fault == "timeout":
             await asyncio.sleep(self.delay_s)  # past the client's timeout, never forwarded
             return False
-        if fault in ("500", "503", "429", "400", "401"):
+        if fault in ("500", "503", "429", "400", "401", "403"):
             extra = {"Retry-After": self.retry_after} if fault == "429" else {}
             msg = json.dumps({"error": {"message": f"injected {fault}"}}).encode()
             await self._write(writer, int(fault), {"Content-Type": "application/json", **extra}, msg)
@@ -250,12 +251,18 @@ class FaultProxy:
             if method == "POST":
                 self.forwarded_bodies.append(body)
         ctype = resp.headers.get("content-type", "application/json")
+        if fault == "truncate":
+            cut = resp.content[: len(resp.content) // 2]
+            await self._write(writer, resp.status_code, {"Content-Type": ctype}, cut, length=len(resp.content))
+            return False
         await self._write(writer, resp.status_code, {"Content-Type": ctype}, resp.content)
         return True
 
     @staticmethod
-    async def _write(writer: asyncio.StreamWriter, status: int, headers: dict[str, str], body: bytes) -> None:
+    async def _write(
+        writer: asyncio.StreamWriter, status: int, headers: dict[str, str], body: bytes, length: int | None = None
+    ) -> None:
         lines = [f"HTTP/1.1 {status} X"] + [f"{k}: {v}" for k, v in headers.items()]
-        lines.append(f"Content-Length: {len(body)}")
+        lines.append(f"Content-Length: {len(body) if length is None else length}")
         writer.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body)
         await writer.drain()

@@ -88,8 +88,8 @@ def test_retries_run_out_in_one_line(fault_proxy):
     assert posts(fault_proxy) == 3 and not fault_proxy.forwarded_bodies
 
 
-@pytest.mark.parametrize("code", ["400", "401"])
-def test_client_errors_are_not_retried(fault_proxy, monkeypatch, code):
+@pytest.mark.parametrize("code", ["401", "403"])
+def test_auth_errors_are_not_retried_and_stop_the_call(fault_proxy, monkeypatch, code):
     monkeypatch.setenv("FAILFORGE_TEST_KEY", "k-" + secrets.token_hex(8))
     fault_proxy.reset([code, "500", "500"])
     with model(fault_proxy.base_url, api_key_env="FAILFORGE_TEST_KEY") as m:
@@ -97,9 +97,20 @@ def test_client_errors_are_not_retried(fault_proxy, monkeypatch, code):
             m.generate(["Hi"], GREEDY)
     msg = str(e.value)
     assert f"HTTP {code}: injected {code}" in msg and "\n" not in msg
-    if code == "401":
-        assert "$FAILFORGE_TEST_KEY" in msg
+    assert "$FAILFORGE_TEST_KEY" in msg
     assert posts(fault_proxy) == 1
+
+
+def test_a_refused_request_is_one_error_and_the_others_are_answered(fault_proxy, no_fault_answers):
+    # the second request is refused (a 400, as for a prompt past the context window): not retried, not raised
+    fault_proxy.reset(["ok", "400", "500"])
+    with model(fault_proxy.base_url, max_concurrency=1) as m:
+        outs = [o[0] for o in m.generate(PROMPTS[:3], GREEDY)]
+        events = m.take_events()
+    assert outs[1].error == "HTTP 400: injected 400" and outs[1].text == "" and outs[1].finish_reason == "error"
+    assert [outs[0].text, outs[2].text] == [no_fault_answers[0], no_fault_answers[2]]
+    assert posts(fault_proxy) == 4  # 3 requests, one retried after its 500
+    assert events == {"requests": 4, "retries": 1, "fault: HTTP 500": 1, "refused: HTTP 400": 1}
 
 
 @pytest.mark.parametrize("bound", [1, 3])
@@ -203,3 +214,53 @@ def test_killed_run_resumes_without_asking_twice(fault_proxy, tmp_path):
     assert sorted(contents) == sorted(texts)  # each prompt forwarded once
     for path in tmp_path.rglob("*"):  # run dirs, logs, stores: the key is in none of them
         assert not path.is_file() or key.encode() not in path.read_bytes(), path
+
+
+def test_backoff_gives_up_the_concurrency_slot(fault_proxy, no_fault_answers):
+    # one slot; the first request is told to come back in 1 s: the second one is sent meanwhile
+    fault_proxy.reset(["429"])
+    fault_proxy.retry_after = "1"
+    with model(fault_proxy.base_url, max_concurrency=1) as m:
+        m.fingerprint  # noqa: B018 - GET /models first
+        outs = asyncio.run(m.agenerate(PROMPTS[:2], GREEDY))
+    assert [o[0].text for o in outs] == no_fault_answers[:2]
+    order = [json.loads(b)["messages"][0]["content"] for b in fault_proxy.forwarded_bodies]
+    assert order == [PROMPTS[1], PROMPTS[0]]  # the 429'd request went second, after its wait
+    assert fault_proxy.max_in_flight == 1
+
+
+@pytest.mark.parametrize("fault", ["truncate", "drop", "timeout"])
+def test_cut_answers_are_retried_and_counted(fault_proxy, no_fault_answers, fault):
+    fault_proxy.reset([fault])
+    fault_proxy.delay_s = 3.0
+    with model(fault_proxy.base_url, timeout_s=2.0) as m:
+        out = m.generate(PROMPTS[:1], GREEDY)[0][0]
+        events = m.take_events()
+    assert out.text == no_fault_answers[0] and out.error is None
+    kind = {"truncate": "connection cut", "drop": "connection cut", "timeout": "timeout"}[fault]
+    assert events == {"requests": 2, "retries": 1, f"fault: {kind}": 1}
+
+
+def test_counts_reach_the_store_and_a_budget_stops_before_sending(fault_proxy, tmp_path):
+    from failforge.errors import BudgetReached
+
+    fault_proxy.reset(["500", "429"])
+    fault_proxy.retry_after = "0"
+    store = RunStore(tmp_path / "store.sqlite")
+    m = CachedModel(model(fault_proxy.base_url, max_concurrency=1), store, label="target")
+    m.generate(PROMPTS[:2], GREEDY)
+    spent = store.tokens_spent()
+    assert spent == store.call_totals()["prompt_tokens"] + store.call_totals()["completion_tokens"] > 0
+    assert store.meta()["backend_events"] == {
+        "target": {"requests": 4, "retries": 2, "fault: HTTP 500": 1, "fault: HTTP 429": 1}
+    }
+    m.close()
+    # a budget already spent: nothing more is sent, in one line
+    sent = posts(fault_proxy)
+    m = CachedModel(model(fault_proxy.base_url, max_concurrency=1), store, label="target", token_budget=spent)
+    with pytest.raises(BudgetReached, match="token budget of .* reached") as e:
+        asyncio.run(m.agenerate(PROMPTS[2:], GREEDY))
+    assert "\n" not in str(e.value) and posts(fault_proxy) == sent
+    assert m.generate(PROMPTS[:2], GREEDY)[0][0].cached  # stored answers still come back
+    m.close()
+    store.close()

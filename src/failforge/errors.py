@@ -19,3 +19,10 @@ class ModelUnavailable(FailforgeError):
 
 class DatasetError(FailforgeError):
     """A dataset could not be loaded, verified or parsed."""
+
+
+class BudgetReached(Exception):
+    """The run spent its token budget: it stops cleanly and a resume with a larger budget continues.
+
+    Not an error: the CLI prints the message on one line and exits with code 3.
+    """

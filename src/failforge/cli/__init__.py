@@ -16,7 +16,7 @@ from rich.console import Console
 
 from failforge import __version__
 from failforge.cli import state as cli_state
-from failforge.errors import FailforgeError
+from failforge.errors import BudgetReached, FailforgeError
 
 app = typer.Typer(
     name="failforge",
@@ -75,6 +75,9 @@ def main(argv: list[str] | None = None) -> None:
             raise
         err.print(f"error: {_one_line(e.format_message())}", markup=False)
         sys.exit(2)
+    except BudgetReached as e:  # a clean stop, not an error
+        err.print(f"stopped: {_one_line(e)}", markup=False)
+        sys.exit(3)
     except FailforgeError as e:
         if debug:
             raise

@@ -94,7 +94,7 @@ def register(app: typer.Typer) -> None:
         ] + ([("started (UTC)", {"no_wrap": True})] if wide else [])
         for col, kw in columns:
             table.add_column(col, **kw)
-        style = {"finished": "green", "running": "yellow", "interrupted": "yellow", "killed": "red", "failed": "red"}
+        style = {"finished": "green", "running": "yellow", "interrupted": "yellow", "stopped": "yellow", "killed": "red", "failed": "red"}
         for s in summaries:
             cells = [
                 Path(s.run_dir).name,

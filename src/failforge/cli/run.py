@@ -52,12 +52,22 @@ def resume(
         "--allow-changed",
         help="Resume even if the config or an input file (seeds, dataset, weights, judge data) changed since the run started; each change is recorded in the store and the log.",
     ),
+    token_budget: int | None = typer.Option(
+        None,
+        "--token-budget",
+        min=1,
+        help="Replace the run's token budget (prompt + completion tokens of all its model calls) from now on, e.g. to continue a run that stopped at its budget.",
+    ),
 ) -> None:
     """Continue a killed run: cached calls and finished training steps are not redone.
     Refuses while another process writes the run, or when an input changed."""
     from failforge.run.rundir import resume_run
 
-    _print_summary(resume_run(run_dir, quiet=cli_state.state.quiet, console=_console(), allow_changed=allow_changed))
+    _print_summary(
+        resume_run(
+            run_dir, quiet=cli_state.state.quiet, console=_console(), allow_changed=allow_changed, token_budget=token_budget
+        )
+    )
 
 
 def generate(

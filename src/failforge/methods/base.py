@@ -12,7 +12,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from failforge.models.spec import ModelSpec
 
@@ -27,6 +27,9 @@ class MethodConfig(BaseModel):
     #: free-form label shown in reports
     name: str | None = None
     seed: int = 0
+    #: stop cleanly once the run's model calls hold this many tokens (prompt + completion);
+    #: `failforge resume --token-budget N` continues with a larger one (null = no budget)
+    token_budget: int | None = Field(None, ge=1)
 
 
 class Method(ABC):

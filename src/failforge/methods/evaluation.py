@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel
 
 from failforge.judges.base import Judge, JudgeInput, Verdict
+from failforge.methods.judging import answer_error, judge_or_error
 from failforge.metrics.rates import RateEstimate, rate
 from failforge.run.records import EvalRecord, Provenance, record_id
 
@@ -41,7 +42,7 @@ def answer_and_judge(
     inputs = [
         JudgeInput(instruction=i, responses=[c.text for c in comps], reference=r) for i, comps, r in zip(instructions, answers, refs)
     ]
-    return answers, (judge.judge(inputs) if inputs else [])
+    return answers, judge_or_error(judge, inputs, answers)
 
 
 def eval_records(
@@ -54,6 +55,7 @@ def eval_records(
         EvalRecord(
             id=record_id(f"{stage}-{arm}", text), stage=stage, arm=arm, instruction=text, responses=[a.text for a in comps],
             reference=ref, label=v.label, score=v.score, reason=v.reason, harmful_content=harmful, provenance=provenance,
+            error=answer_error(comps),
         )
         for text, comps, v, ref in zip(instructions, answers, verdicts, refs)
     ]

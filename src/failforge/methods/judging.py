@@ -5,17 +5,22 @@ judge is measured on the task's shipped human-labelled set when there is one (ch
 for rule-based judges), else the latest saved ``failforge judge-eval --save`` result
 for the same judge id and version is used; either way the run's meta says which
 (``judges.<id>``), and "not measured" when neither exists.
+
+An item whose answer the model server refused (a completion with ``error``) never
+reaches the judge: its verdict is ``unscorable`` with the error as the reason.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from failforge.judges.base import Judge, JudgeInput, Verdict
 from failforge.judges.measured import default_store_dir, describe, latest_result, measure, record_judges
 
 if TYPE_CHECKING:
+    from failforge.models.base import Completion
     from failforge.run.context import RunContext
     from failforge.tasks import Candidate, Task
 
@@ -36,10 +41,23 @@ def measure_judge(ctx: "RunContext", judge: Judge, task: "Task | None" = None, l
     return line
 
 
+def answer_error(comps: Sequence["Completion"]) -> str | None:
+    """The first error among one item's completions (None when every answer came back)."""
+    return next((c.error for c in comps if c.error is not None), None)
+
+
+def judge_or_error(judge: Judge, inputs: list[JudgeInput], answers: Sequence[Sequence["Completion"]]) -> list[Verdict]:
+    """One verdict per input; items with a refused answer are ``unscorable`` without asking the judge."""
+    errors = [answer_error(comps) for comps in answers]
+    asked = [i for i, e in zip(inputs, errors) if e is None]
+    got = iter(judge.judge(asked) if asked else [])
+    return [next(got) if e is None else judge.verdict("unscorable", reason=f"model error: {e}") for e in errors]
+
+
 def judge_answers(judge: Judge, task: "Task", cands: list["Candidate"], answers) -> list[Verdict]:
     """One verdict per candidate, from the target's completions for it."""
     inputs = [
         JudgeInput(instruction=c.text, responses=[a.text for a in comps], reference=task.judge_reference(c))
         for c, comps in zip(cands, answers)
     ]
-    return judge.judge(inputs) if inputs else []
+    return judge_or_error(judge, inputs, answers)

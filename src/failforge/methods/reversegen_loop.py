@@ -9,7 +9,7 @@ from rich.table import Table
 
 from failforge.data.dedup import minhash_dedup
 from failforge.judges.base import Verdict
-from failforge.methods.judging import judge_answers, measure_judge
+from failforge.methods.judging import answer_error, judge_answers, measure_judge
 from failforge.methods.pairs import Judged, build_pairs
 from failforge.methods.sampling import Sampled, sample
 from failforge.models.base import Message, SamplingParams
@@ -179,6 +179,7 @@ class ReverseGenLoop:
                     label=v.label,
                     score=v.score,
                     reason=v.reason,
+                    error=answer_error(comps),
                     harmful_content=self.cfg.task == "safety",
                     provenance=self._prov(
                         it,

@@ -106,6 +106,8 @@ class Completion(BaseModel):
     sample_index: int = 0
     logprobs: list[float] | None = None
     cached: bool = False
+    #: why there is no answer: the server refused this one request (e.g. "HTTP 400: ... context ...")
+    error: str | None = None
 
 
 def expand(conversations: list[Conversation], params: SamplingParams) -> list[Request]:

@@ -8,6 +8,12 @@ The HTTP client lives on a private event loop in a daemon thread: the sync API a
 callers on any event loop share one connection pool and one in-flight bound
 (``spec.max_concurrency``), and a sync caller inside a running loop (a notebook)
 still works.
+
+Retries wait outside the concurrency slot: a request that backs off gives its slot
+to the next one. A 400, 413 or 422 refuses one request (a prompt past the context
+window, say), not the server: that request's Completion carries ``error`` and the
+run goes on. Each attempt, retry, fault and refused request is counted
+(``take_events``), and the run cache writes the counts to the store.
 """
 
 from __future__ import annotations
@@ -19,7 +25,9 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Coroutine
+from collections import Counter
+from collections.abc import Callable, Coroutine
+from contextlib import AbstractAsyncContextManager, nullcontext
 from typing import Any
 
 import httpx
@@ -27,20 +35,25 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_aft
 
 from failforge.errors import ConfigError, ModelUnavailable
 from failforge.models.base import ChatModel, Completion, Request, fingerprint_of
+from failforge.models.ratelimit import MinuteLimiter, estimate_tokens
 from failforge.models.spec import ModelSpec
 
 log = logging.getLogger(__name__)
 
 #: a server that asks for a longer pause than this is waited on for this long
 MAX_RETRY_AFTER_S = 120.0
+#: answers that refuse one request (too long, malformed), not the server or the key
+ITEM_ERRORS = (400, 413, 422)
 
 
 class _Retryable(Exception):
-    """A 429 or 5xx answer: worth another attempt, after ``retry_after`` seconds if the server said so."""
+    """A 429 or 5xx answer, or a 2xx whose body is cut short: worth another attempt,
+    after ``retry_after`` seconds if the server said so."""
 
-    def __init__(self, message: str, retry_after: float | None = None):
+    def __init__(self, message: str, retry_after: float | None = None, kind: str = "bad answer"):
         super().__init__(message)
         self.retry_after = retry_after
+        self.kind = kind
 
 
 #: transport failures worth another attempt: timeouts, refused/reset/dropped connections
@@ -49,6 +62,27 @@ _TRANSIENT = (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolEr
 
 def _is_transient(exc: BaseException) -> bool:
     return isinstance(exc, (_Retryable, *_TRANSIENT))
+
+
+def fault_kind(exc: BaseException) -> str:
+    """What went wrong with one attempt, as counted in the store."""
+    if isinstance(exc, _Retryable):
+        return exc.kind
+    if isinstance(exc, httpx.TimeoutException):
+        return "timeout"
+    if isinstance(exc, httpx.RemoteProtocolError):
+        return "connection cut"
+    if isinstance(exc, httpx.NetworkError):
+        return "connection failed"
+    return type(exc).__name__
+
+
+def _chat_choice(data: object) -> dict:
+    """The first choice of a chat completion; KeyError/IndexError/TypeError otherwise."""
+    choice = data["choices"][0]  # type: ignore[index]
+    if not isinstance(choice["message"], dict):
+        raise TypeError("message is not an object")
+    return choice
 
 
 def retry_after_seconds(value: str | None, now: float | None = None) -> float | None:
@@ -148,6 +182,11 @@ class OpenAIModel(ChatModel):
             limits=httpx.Limits(max_connections=n, max_keepalive_connections=n),
         )
         self._semaphore = asyncio.Semaphore(n)
+        self._limiter = MinuteLimiter(spec.max_requests_per_minute, spec.max_tokens_per_minute)
+        #: called before a request is first sent, holding its slot; raising stops it (the run's token budget)
+        self.gate: Callable[[], None] | None = None
+        self._events: Counter[str] = Counter()
+        self._events_lock = threading.Lock()
         self._lock = threading.Lock()
         self._runner: _LoopThread | None = None
         self._fingerprint: str | None = None
@@ -180,6 +219,17 @@ class OpenAIModel(ChatModel):
                 log.debug("closing the HTTP client failed", exc_info=True)
             runner.stop()
 
+    # --- counts --------------------------------------------------------------
+    def _count(self, event: str, n: int = 1) -> None:
+        with self._events_lock:
+            self._events[event] += n
+
+    def take_events(self) -> dict[str, int]:
+        """Attempts, retries, faults and refused requests counted since the last call."""
+        with self._events_lock:
+            out, self._events = dict(self._events), Counter()
+        return out
+
     # --- retries -------------------------------------------------------------
     def _wait(self, state: RetryCallState) -> float:
         exc = state.outcome.exception() if state.outcome else None
@@ -190,15 +240,25 @@ class OpenAIModel(ChatModel):
 
     def _log_retry(self, state: RetryCallState) -> None:
         exc = state.outcome.exception() if state.outcome else None
+        self._count("retries")
         log.log(
             self._retry_log_level,
             "openai backend: %s failed (%s), attempt %d of %d",
             self.base_url, describe(exc) if exc else "?", state.attempt_number, self.spec.max_retries + 1,
         )
 
-    async def _send(self, method: str, path: str, json: dict | None = None) -> tuple[httpx.Response, float]:
-        """One HTTP exchange with bounded retries; returns the response and its latency."""
+    async def _send(
+        self, method: str, path: str, json: dict | None = None, *, completion: bool = False
+    ) -> tuple[httpx.Response, dict | None, float]:
+        """One HTTP exchange with bounded retries: the response, its parsed chat
+        completion (``completion`` and a 2xx answer, else None) and its latency.
+
+        A completion attempt holds a concurrency slot only while it is on the wire;
+        the waits between attempts hold none.
+        """
         url = self.base_url + path
+        estimate = estimate_tokens(len(str(json.get("messages", ""))), int(json.get("max_tokens") or 0)) if json else 0
+        first = True
         try:
             async for attempt in AsyncRetrying(
                 retry=retry_if_exception(_is_transient),
@@ -208,21 +268,59 @@ class OpenAIModel(ChatModel):
                 reraise=True,
             ):
                 with attempt:
-                    t0 = time.perf_counter()
-                    resp = await self._client.request(method, url, json=json)
-                    latency = time.perf_counter() - t0
-                    if resp.status_code == 429 or resp.status_code >= 500:
-                        raise _Retryable(
-                            f"HTTP {resp.status_code}: {_server_message(resp)}",
-                            retry_after_seconds(resp.headers.get("retry-after")),
-                        )
+                    window = await self._limiter.acquire(estimate) if completion else None
+                    slot: AbstractAsyncContextManager = self._semaphore if completion else nullcontext()
+                    try:
+                        async with slot:
+                            if completion and first and self.gate is not None:
+                                self.gate()
+                            first = False
+                            resp, data, latency = await self._attempt(method, url, json, completion)
+                    except (_Retryable, *_TRANSIENT) as e:
+                        self._count(f"fault: {fault_kind(e)}")
+                        if window is not None:
+                            window.tokens = 0
+                        raise
+                    except BaseException:
+                        if window is not None:
+                            window.tokens = 0
+                        raise
+                    if window is not None:
+                        usage = (data or {}).get("usage") or {}
+                        used = int(usage.get("prompt_tokens") or 0) + int(usage.get("completion_tokens") or 0)
+                        window.tokens = used or (estimate if data is not None else 0)
         except _TRANSIENT + (_Retryable,) as e:
+            self._count("gave up")
             raise ModelUnavailable(
                 f"openai backend: {url} failed after {self.spec.max_retries + 1} attempts: {describe(e)}"
             ) from None
         except httpx.HTTPError as e:  # not transient: a bad URL, protocol misuse
             raise ModelUnavailable(f"openai backend: {url}: {describe(e)}") from None
-        return resp, latency
+        return resp, data, latency
+
+    async def _attempt(self, method: str, url: str, json: dict | None, completion: bool) -> tuple[httpx.Response, dict | None, float]:
+        """One attempt; raises _Retryable for a 429, a 5xx or a completion body cut short."""
+        if completion:
+            self._count("requests")  # completion attempts (GET /models is not counted)
+        t0 = time.perf_counter()
+        resp = await self._client.request(method, url, json=json)
+        latency = time.perf_counter() - t0
+        if resp.status_code == 429 or resp.status_code >= 500:
+            raise _Retryable(
+                f"HTTP {resp.status_code}: {_server_message(resp)}",
+                retry_after_seconds(resp.headers.get("retry-after")),
+                kind=f"HTTP {resp.status_code}",
+            )
+        if not completion or resp.status_code >= 400:
+            return resp, None, latency
+        try:
+            data = resp.json()
+            _chat_choice(data)
+        except (ValueError, KeyError, IndexError, TypeError):
+            raise _Retryable(
+                f"answered with no chat completion: {one_line(resp.text, 200)}", kind="no chat completion"
+            ) from None
+        return resp, data, latency
 
     def _rejected(self, url: str, resp: httpx.Response) -> ModelUnavailable:
         hint = ""
@@ -240,7 +338,7 @@ class OpenAIModel(ChatModel):
     async def _amodels(self, strict: bool = False) -> list[dict] | None:
         """GET /models; None where the server has no such route. ``strict``: an answer
         that is not JSON is an error (a web server that is not a model server)."""
-        resp, _ = await self._send("GET", "/models")
+        resp, _, _ = await self._send("GET", "/models")
         if resp.status_code in (404, 405):
             return None
         if resp.status_code >= 400:
@@ -316,18 +414,18 @@ class OpenAIModel(ChatModel):
 
     async def _one(self, r: Request) -> Completion:
         url = self.base_url + "/chat/completions"
-        async with self._semaphore:
-            resp, latency = await self._send("POST", "/chat/completions", self._body(r))
+        resp, data, latency = await self._send("POST", "/chat/completions", self._body(r), completion=True)
+        if resp.status_code in ITEM_ERRORS:
+            # this request is refused, not the server: the caller records the error and goes on
+            error = f"HTTP {resp.status_code}: {_server_message(resp)}"
+            self._count(f"refused: HTTP {resp.status_code}")
+            log.warning("openai backend: %s refused one request (%s); it is recorded as an error", url, error)
+            return Completion(text="", finish_reason="error", error=error, latency_s=latency, sample_index=r.sample_index)
         if resp.status_code >= 400:
             raise self._rejected(url, resp)
-        try:
-            data = resp.json()
-            choice = data["choices"][0]
-            text = choice["message"].get("content") or ""
-        except (ValueError, KeyError, IndexError, TypeError, AttributeError):
-            raise ModelUnavailable(
-                f"openai backend: {url} answered with no chat completion: {one_line(resp.text, 200)}"
-            ) from None
+        assert data is not None  # a 2xx completion answer is parsed by _attempt
+        choice = _chat_choice(data)
+        text = choice["message"].get("content") or ""
         usage = data.get("usage") or {}
         logprobs = None
         if r.params.logprobs:

@@ -38,5 +38,9 @@ class ModelSpec(BaseModel):
     timeout_s: float = Field(120.0, gt=0)
     #: openai: retries on 429/5xx/timeouts/dropped connections (exponential backoff + jitter)
     max_retries: int = Field(5, ge=0)
+    #: openai: at most this many HTTP requests (retries included) in any 60 s (None = no limit)
+    max_requests_per_minute: int | None = Field(None, ge=1)
+    #: openai: at most this many tokens (prompt + completion, as the server counts them) in any 60 s (None = no limit)
+    max_tokens_per_minute: int | None = Field(None, ge=1)
     #: vllm: extra engine arguments
     engine_args: dict = Field(default_factory=dict)

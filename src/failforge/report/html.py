@@ -67,6 +67,10 @@ class RunData(BaseModel):
     failures: list[AttemptRecord] = Field(default_factory=list)
     failures_total: int = 0
     judges: list[JudgeRow] = Field(default_factory=list)
+    #: per model role: completion requests, retries, faults by kind, refused requests (store meta)
+    backend_events: dict[str, dict[str, int]] = Field(default_factory=dict)
+    #: items a model server refused to answer: kind, instruction, error
+    model_errors: list[dict[str, Any]] = Field(default_factory=list)
 
 
 def load_run(run_dir: str | Path, max_examples: int = DEFAULT_MAX_EXAMPLES) -> RunData:
@@ -89,9 +93,22 @@ def load_run(run_dir: str | Path, max_examples: int = DEFAULT_MAX_EXAMPLES) -> R
             failures=failures[:max_examples],
             failures_total=len(failures),
             judges=judge_rows(meta.get("judges") or {}, attempts),
+            backend_events=meta.get("backend_events") or {},
+            model_errors=model_errors(store),
         )
     finally:
         store.close()
+
+
+def model_errors(store) -> list[dict[str, Any]]:
+    """Judged items whose answer the model server refused (their label is unscorable)."""
+    out = []
+    for kind in ("attempt", "eval"):
+        for row in store.records(kind):
+            if row.get("error"):
+                where = row.get("stage") or f"iteration {row.get('_iteration')}"
+                out.append({"kind": kind, "where": where, "instruction": row.get("instruction", ""), "error": row["error"]})
+    return out
 
 
 _MEASURE_KEYS = frozenset(

@@ -17,9 +17,10 @@ CONFIG_FILE = "config.yaml"
 STORE_FILE = "store.sqlite"
 
 #: "outdated": the store's schema is older than this failforge reads (a resume upgrades it)
-Status = Literal["running", "finished", "failed", "killed", "interrupted", "outdated", "unknown"]
+Status = Literal["running", "finished", "failed", "killed", "interrupted", "stopped", "outdated", "unknown"]
 #: statuses `failforge resume` can continue from
-RESUMABLE: frozenset[str] = frozenset({"killed", "interrupted", "failed"})
+#: "stopped": the token budget was spent (a resume with a larger one continues)
+RESUMABLE: frozenset[str] = frozenset({"killed", "interrupted", "failed", "stopped"})
 
 
 class RunSummary(BaseModel):
@@ -97,7 +98,7 @@ def effective_status(meta: dict[str, Any]) -> Status:
     status = meta.get("status")
     if status == "running":
         return "running" if pid_alive(meta.get("pid")) else "killed"
-    if status in ("finished", "failed", "interrupted"):
+    if status in ("finished", "failed", "interrupted", "stopped"):
         return status
     return "unknown"
 

@@ -2,7 +2,13 @@
 
 Every request is looked up by its key first; only missing ones reach the backend,
 in chunks, and each chunk is committed as soon as it returns, so a killed run
-loses at most the chunk in flight.
+loses at most the chunk in flight. When one chunk fails, the others in flight still
+finish and are committed before the error is raised.
+
+Two more things pass through here: what the backend counted on the way (HTTP
+attempts, retries, faults: ``take_events``), added to the store with each commit;
+and the run's token budget, checked before each request is sent (by the backend,
+holding its slot, where it has a ``gate``; before each chunk otherwise).
 """
 
 from __future__ import annotations
@@ -11,6 +17,7 @@ import asyncio
 import concurrent.futures
 from collections.abc import Callable, Coroutine
 
+from failforge.errors import BudgetReached
 from failforge.models.base import ChatModel, Completion, Request
 from failforge.run.store import RunStore
 
@@ -25,9 +32,17 @@ class CachedModel(ChatModel):
         store: RunStore,
         chunk_size: int | None = None,
         progress: ProgressFn | None = None,
+        label: str | None = None,
+        token_budget: int | None = None,
     ):
         self.inner = inner
         self.store = store
+        #: the name its backend counts go under in the store (the run's role for it)
+        self.label = label or f"{inner.backend}:{inner.name}"
+        #: stop before sending a request once the store's calls hold this many tokens
+        self.token_budget = token_budget
+        if token_budget is not None and hasattr(inner, "gate"):
+            inner.gate = self.check_budget
         self.backend = inner.backend
         self.name = inner.name
         # Commit after every chunk. Backends that batch want chunks of their batch size;
@@ -60,6 +75,21 @@ class CachedModel(ChatModel):
         self.usage["completion_tokens"] += sum(c.completion_tokens for c in out)
         return out
 
+    def check_budget(self) -> None:
+        if self.token_budget is None:
+            return
+        spent = self.store.tokens_spent()
+        if spent >= self.token_budget:
+            raise BudgetReached(
+                f"token budget of {self.token_budget:,} reached ({spent:,} tokens spent); "
+                "`failforge resume RUN_DIR --token-budget N` with a larger N continues"
+            )
+
+    def _flush_events(self) -> None:
+        take = getattr(self.inner, "take_events", None)
+        if take is not None:
+            self.store.add_events(self.label, take())
+
     def _tick(self, n: int) -> None:
         if self.progress and n:
             self.progress(n)
@@ -71,10 +101,14 @@ class CachedModel(ChatModel):
             return _run_sync(self._acomplete(requests))
         keys, found, missing = self._split(requests)
         self._tick(len(requests) - len(missing))
-        for i in range(0, len(missing), self.chunk_size):
-            chunk = missing[i : i + self.chunk_size]
-            outs = self.inner.complete([r for _, r in chunk])
-            self._commit(chunk, outs, found)
+        try:
+            for i in range(0, len(missing), self.chunk_size):
+                chunk = missing[i : i + self.chunk_size]
+                self.check_budget()
+                outs = self.inner.complete([r for _, r in chunk])
+                self._commit(chunk, outs, found)
+        finally:
+            self._flush_events()
         return self._assemble(requests, keys, found)
 
     async def _acomplete(self, requests: list[Request]) -> list[Completion]:
@@ -82,11 +116,21 @@ class CachedModel(ChatModel):
         self._tick(len(requests) - len(missing))
         chunks = [missing[i : i + self.chunk_size] for i in range(0, len(missing), self.chunk_size)]
 
+        gated = getattr(self.inner, "gate", None) is not None
+
         async def one(chunk):
+            if not gated:
+                self.check_budget()
             outs = await self.inner.acomplete([r for _, r in chunk])
             self._commit(chunk, outs, found)
 
-        await asyncio.gather(*(one(c) for c in chunks))
+        # every chunk runs to its end, so answers already on their way are kept
+        results = await asyncio.gather(*(one(c) for c in chunks), return_exceptions=True)
+        self._flush_events()
+        errors = [r for r in results if isinstance(r, BaseException)]
+        if errors:
+            # a budget stop only when nothing worse happened
+            raise next((e for e in errors if not isinstance(e, BudgetReached)), errors[0])
         return self._assemble(requests, keys, found)
 
     def _commit(self, chunk, outs: list[Completion], found: dict[str, Completion]) -> None:
@@ -96,9 +140,14 @@ class CachedModel(ChatModel):
         for (k, _), c in zip(chunk, outs):
             found[k] = c
         self.sent += len(chunk)
+        self._flush_events()
         self._tick(len(chunk))
 
     def close(self) -> None:
+        try:
+            self._flush_events()
+        except Exception:  # closing must never mask the caller's own error (the store may be closed)
+            pass
         self.inner.close()
 
 

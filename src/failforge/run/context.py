@@ -26,6 +26,7 @@ class RunContext:
         console: Console | None = None,
         quiet: bool = False,
         logger: logging.Logger | None = None,
+        token_budget: int | None = None,
     ):
         self.run_dir = Path(run_dir)
         self.store = store
@@ -34,6 +35,8 @@ class RunContext:
         self.logger = logger or logging.getLogger("failforge.run")
         self._models: dict[str, CachedModel] = {}
         self._progress: Progress | None = None
+        #: the run's token budget: every model stops before a request once the store holds this many tokens
+        self.token_budget = token_budget
 
     # --- models -------------------------------------------------------------
     def model(self, role: str, spec: ModelSpec) -> CachedModel:
@@ -43,7 +46,7 @@ class RunContext:
             self.release(role)  # a role holds one model at a time (e.g. the proposer after training)
             t = time.perf_counter()
             inner = load_model(spec)
-            cached = CachedModel(inner, self.store)
+            cached = CachedModel(inner, self.store, label=role, token_budget=self.token_budget)
             self._models[key] = cached
             self.log(f"loaded {role}: {spec.backend}:{spec.model} fingerprint={inner.fingerprint} ({time.perf_counter() - t:.1f}s)")
             models = self.store.meta().get("models", {})

@@ -69,6 +69,8 @@ class JudgedAnswer(Record):
     label: str = "unscorable"  # fail | pass | unscorable
     score: float | None = None
     reason: str = ""
+    #: the model server refused to answer (e.g. "HTTP 400: ... context ..."): the label is unscorable
+    error: str | None = None
 
     @property
     def failed(self) -> bool:

@@ -27,7 +27,7 @@ from pydantic import BaseModel
 from rich.console import Console
 
 from failforge.config import dump_config, load_run_config
-from failforge.errors import ConfigError
+from failforge.errors import BudgetReached, ConfigError
 from failforge.judges.measured import summary_lines
 from failforge.methods import get_method
 from failforge.run.context import RunContext
@@ -76,9 +76,16 @@ def start_run(config: BaseModel, run_dir: Path | None = None, quiet: bool = Fals
         return _execute(method_cls, config, run_dir, store, ledger, lock, quiet, console, resumed=False)
 
 
-def resume_run(run_dir: Path, quiet: bool = False, console: Console | None = None, allow_changed: bool = False) -> dict[str, Any]:
+def resume_run(
+    run_dir: Path,
+    quiet: bool = False,
+    console: Console | None = None,
+    allow_changed: bool = False,
+    token_budget: int | None = None,
+) -> dict[str, Any]:
     """Continue a run; refuses when another process writes it, or when an input changed
-    (unless ``allow_changed``, which records each change)."""
+    (unless ``allow_changed``, which records each change). ``token_budget`` replaces the
+    run's budget from now on (recorded in the store meta)."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise ConfigError(f"run directory {run_dir}: no such directory")
@@ -97,6 +104,8 @@ def resume_run(run_dir: Path, quiet: bool = False, console: Console | None = Non
         except BaseException:
             store.close()
             raise
+        if token_budget is not None:
+            store.set_meta(token_budget=token_budget)
         return _execute(method_cls, config, run_dir, store, ledger, lock, quiet, console, resumed=True)
 
 
@@ -119,8 +128,10 @@ def _execute(
     resumed: bool,
 ) -> dict[str, Any]:
     logger = _run_logger(run_dir)
-    ctx = RunContext(run_dir, store, console=console, quiet=quiet, logger=logger)
     meta = store.meta()
+    # a budget given to `resume` replaces the config's from then on
+    budget = meta.get("token_budget", getattr(config, "token_budget", None))
+    ctx = RunContext(run_dir, store, console=console, quiet=quiet, logger=logger, token_budget=budget)
     if lock.previous is not None:
         ctx.log(f"took over the lock of {lock.previous.describe()}, which is gone")
     store.set_meta(
@@ -134,10 +145,16 @@ def _execute(
         resumes=meta.get("resumes", 0) + (1 if resumed else 0),
     )
     ctx.log(f"{'resuming' if resumed else 'starting'} {config.method} in {run_dir}")
+    if budget is not None:
+        ctx.log(f"token budget {budget:,}: {store.tokens_spent():,} tokens spent so far")
     ledger.attach(store, ctx.log)
     try:
         with ledger.active():
             summary = method_cls(config, ctx).run()
+    except BudgetReached as e:
+        store.set_meta(status="stopped", error=str(e).replace("RUN_DIR", str(run_dir)))
+        ctx.log(f"stopped: {e}".replace("RUN_DIR", str(run_dir)))
+        raise BudgetReached(str(e).replace("RUN_DIR", str(run_dir))) from None
     except KeyboardInterrupt:
         store.set_meta(status="interrupted")
         ctx.log("interrupted: `failforge resume` continues where this stopped")

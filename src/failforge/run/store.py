@@ -5,6 +5,10 @@ run produces, every iteration's metrics, training steps, and run metadata. WAL m
 and one transaction per write batch mean a ``kill -9`` loses at most the calls in
 flight: everything committed is read back on resume.
 
+A call the server refused (``Completion.error``) is stored like an answer, with an
+empty text and ``finish_reason`` ``"error: <the error>"``, so a resume does not send
+it again and the item stays recorded as an error.
+
 Metrics are keyed by iteration (1, 2, ...); iteration 0 holds run-level results
 (a one-shot job's totals, ReverseGen's held-out evaluation and re-attack).
 
@@ -82,6 +86,10 @@ MIGRATIONS: list[str] = [
 ]
 
 
+#: how a refused call's error is kept in the ``finish_reason`` column
+ERROR_PREFIX = "error: "
+
+
 class StoreOutdated(ConfigError):
     """A reader met a store whose schema this failforge would migrate."""
 
@@ -93,6 +101,8 @@ class RunStore:
         self.path = Path(path)
         self.readonly = readonly
         self._lock = threading.RLock()
+        #: prompt + completion tokens of every stored call (read once, then kept up to date)
+        self._spent: int | None = None
         if readonly:
             uri = f"{self.path.resolve().as_uri()}?mode=ro"
             self._conn = sqlite3.connect(uri, uri=True, check_same_thread=False, isolation_level=None)
@@ -167,20 +177,23 @@ class RunStore:
                     chunk,
                 ).fetchall()
                 for k, text, pt, ct, lat, fr, lp in rows:
+                    error = fr[len(ERROR_PREFIX) :] if fr and fr.startswith(ERROR_PREFIX) else None
                     out[k] = Completion(
                         text=text,
                         prompt_tokens=pt,
                         completion_tokens=ct,
                         latency_s=lat,
-                        finish_reason=fr,
+                        finish_reason="error" if error is not None else fr,
                         logprobs=json.loads(lp) if lp else None,
                         cached=True,
+                        error=error,
                     )
         return out
 
     def put_calls(self, fingerprint: str, model: str, items: list[tuple[str, Request, Completion]]) -> None:
         now = time.time()
         with self.transaction() as c:
+            before = c.total_changes
             c.executemany(
                 "INSERT OR IGNORE INTO calls VALUES (?,?,?,?,?,?,?,?,?,?,?)",
                 [
@@ -193,13 +206,38 @@ class RunStore:
                         comp.prompt_tokens,
                         comp.completion_tokens,
                         comp.latency_s,
-                        comp.finish_reason,
+                        ERROR_PREFIX + comp.error if comp.error is not None else comp.finish_reason,
                         json.dumps(comp.logprobs) if comp.logprobs is not None else None,
                         now,
                     )
                     for key, req, comp in items
                 ],
             )
+            if self._spent is not None and c.total_changes - before == len(items):
+                self._spent += sum(comp.prompt_tokens + comp.completion_tokens for _, _, comp in items)
+            else:  # some keys were stored already: count again from the table
+                self._spent = None
+
+    def tokens_spent(self) -> int:
+        """Prompt + completion tokens of every call in the store (the run's token budget counts these)."""
+        with self._lock:
+            if self._spent is None:
+                row = self._conn.execute("SELECT COALESCE(SUM(prompt_tokens + completion_tokens), 0) FROM calls").fetchone()
+                self._spent = int(row[0])
+            return self._spent
+
+    def add_events(self, source: str, counts: dict[str, int]) -> None:
+        """Add to the counts of what happened on the way to a model (meta ``backend_events``):
+        HTTP attempts, retries, faults by kind, refused requests."""
+        if not counts:
+            return
+        with self.transaction() as c:
+            row = c.execute("SELECT value FROM meta WHERE key='backend_events'").fetchone()
+            events = json.loads(row[0]) if row else {}
+            mine = events.setdefault(source, {})
+            for name, n in counts.items():
+                mine[name] = int(mine.get(name, 0)) + int(n)
+            c.execute("INSERT OR REPLACE INTO meta VALUES ('backend_events', ?)", (json.dumps(events),))
 
     def call_totals(self, fingerprint: str | None = None) -> dict[str, float]:
         sql = "SELECT COUNT(*), COALESCE(SUM(prompt_tokens),0), COALESCE(SUM(completion_tokens),0), COALESCE(SUM(latency_s),0) FROM calls"
