@@ -32,7 +32,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_for_models(base_url: str, timeout_s: float, proc: subprocess.Popen | None = None, log: Path | None = None) -> None:
+def wait_for_models(
+    base_url: str, timeout_s: float, proc: subprocess.Popen | None = None, log: Path | None = None, headers: dict | None = None
+) -> None:
     """Poll GET {base_url}/models until it answers 200."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -40,7 +42,7 @@ def wait_for_models(base_url: str, timeout_s: float, proc: subprocess.Popen | No
             tail = log.read_text()[-2000:] if log and log.exists() else ""
             raise RuntimeError(f"server exited with code {proc.returncode}:\n{tail}")
         try:
-            if httpx.get(base_url + "/models", timeout=2).status_code == 200:
+            if httpx.get(base_url + "/models", headers=headers, timeout=2).status_code == 200:
                 return
         except httpx.HTTPError:
             pass
@@ -70,6 +72,8 @@ class LlamaServer:
     n_threads: int = 2
     n_ctx: int = 2048
     log_path: Path | None = None
+    #: when set, the server refuses requests without ``Authorization: Bearer <api_key>``
+    api_key: str | None = None
     port: int = field(default_factory=free_port)
     proc: subprocess.Popen | None = None
 
@@ -84,16 +88,19 @@ class LlamaServer:
             "--host", "127.0.0.1", "--port", str(self.port),
             "--n_threads", str(self.n_threads),
             "--n_ctx", str(self.n_ctx),
+            *(["--api_key", self.api_key] if self.api_key else []),
         ]  # fmt: skip
         out = open(self.log_path, "wb") if self.log_path else subprocess.DEVNULL
         # its own process group, so teardown reaches any child it starts
         self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
         try:
-            wait_for_models(self.base_url, timeout_s, self.proc, self.log_path)
+            auth = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+            wait_for_models(self.base_url, timeout_s, self.proc, self.log_path, auth)
             # the first answers page the weights in and are many times slower: pay that here
             httpx.post(
                 self.base_url + "/chat/completions",
                 json={"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 8},
+                headers=auth,
                 timeout=timeout_s,
             ).raise_for_status()
         except BaseException:

@@ -65,6 +65,10 @@ def check_acyclic(data: Any, source: str) -> None:
         stack.extend((child, above | {id(node)}) for child in children)
 
 
+#: keys whose rejected value is never shown: a key written where its variable's name goes
+_UNSHOWN = frozenset({"api_key_env"})
+
+
 def format_validation_error(err: ValidationError, source: str = "config") -> str:
     """The first problem of a pydantic error as one line: ``config x.yaml: target.backend: ...``."""
     e = err.errors()[0]
@@ -77,7 +81,8 @@ def format_validation_error(err: ValidationError, source: str = "config") -> str
     more = len(err.errors()) - 1
     tail = f" (and {more} more problem{'s' if more > 1 else ''})" if more > 0 else ""
     value = e.get("input")
-    shown = "" if e["type"] in ("missing", "extra_forbidden") or isinstance(value, (dict, list)) else f" (got {value!r})"
+    hidden = e["type"] in ("missing", "extra_forbidden") or isinstance(value, (dict, list)) or (e["loc"] and e["loc"][-1] in _UNSHOWN)
+    shown = "" if hidden else f" (got {value!r})"
     return f"{source}: {loc}: {msg}{shown}{tail}"
 
 

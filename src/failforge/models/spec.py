@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 Backend = Literal["llamacpp", "transformers", "openai", "vllm"]
+
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 class ModelSpec(BaseModel):
@@ -44,3 +47,12 @@ class ModelSpec(BaseModel):
     max_tokens_per_minute: int | None = Field(None, ge=1)
     #: vllm: extra engine arguments
     engine_args: dict = Field(default_factory=dict)
+
+    @field_validator("api_key_env")
+    @classmethod
+    def _names_a_variable(cls, v: str | None) -> str | None:
+        # A value that is no variable name is likely the key itself: refuse it without
+        # repeating it, so it reaches neither the terminal nor the config snapshot.
+        if v is not None and not _ENV_NAME.fullmatch(v):
+            raise ValueError("must be the name of an environment variable (letters, digits, _), not the key itself")
+        return v
