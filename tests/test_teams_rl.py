@@ -118,6 +118,18 @@ def test_env_steps_episodes_and_state():
     assert [again.draw_seed(e) for e in range(6)] == [env.draw_seed(e) for e in range(6)]
 
 
+def test_env_state_can_carry_an_embedding_of_the_instruction():
+    import numpy as np
+
+    env = _env(episode_steps=2, embed=lambda text: np.full(4, len(text) / 100, dtype=np.float32), embed_dim=4)
+    obs, _ = env.reset()
+    assert obs.shape == (10,) and env.observation_space.contains(obs) and obs[6] == pytest.approx(len(env.instruction) / 100)
+    obs, *_ = env.step(3)
+    assert obs[:6].tolist() == [0, 0, 0, 1, 0, 0] and obs[6] == pytest.approx(len(env.instruction) / 100)
+    with pytest.raises(ValueError, match="go together"):
+        _env(embed_dim=4)
+
+
 def test_env_evol_instruct_keeps_instruction_on_equal():
     env = _env(episode_steps=2, keep_equal=False, in_order=True)
     env.reset()
