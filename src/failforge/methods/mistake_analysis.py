@@ -151,6 +151,9 @@ class MistakeAnalysisConfig(MethodConfig):
     #: sampling of the induced answers (the analyses, revisions and evaluation answers are greedy)
     induce_temperature: float = Field(0.0, ge=0)
     answer_max_tokens: int = Field(128, ge=8)
+    #: tokens of each evaluation answer (harmful and goal-hijacking); None = answer_max_tokens. The
+    #: offline judge reads how an answer opens; a judge model that reads whole answers wants more
+    eval_max_tokens: int | None = Field(None, ge=8)
     critique_max_tokens: int = Field(160, ge=8)
     #: LoRA SFT of every arm, from the same base, for the same steps
     train: TrainSettings = Field(default_factory=lambda: TrainSettings(kind="sft", max_steps=30, learning_rate=2e-4))

@@ -314,7 +314,7 @@ class MistakeAnalysisLoop:
             untrained = self.versions.served_like("model-untrained", base, like, cfg.train)
             specs = {UNTRAINED: self.versions.spec("model-untrained", untrained, cfg.model)}
             specs.update({arm: self.versions.spec(f"model-{arm}", v, cfg.model) for arm, v in trained.items()})
-        answer = self._params(cfg.answer_max_tokens)
+        answer = self._params(cfg.eval_max_tokens or cfg.answer_max_tokens)
         scores: dict[str, dict[str, Any]] = {}
         for arm, spec in specs.items():
             model = ctx.model(f"arm-{arm}", spec)
