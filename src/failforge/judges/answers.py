@@ -27,16 +27,34 @@ _ANSWER_IS_RE = re.compile(
 )
 _LATEX_FRAC_RE = re.compile(r"\\[dt]?frac\s*\{([^{}]*)\}\s*\{([^{}]*)\}")
 
+#: a literal with more digits than this is no answer to read (and Python refuses to
+#: convert one past 4300 digits): it is skipped, never computed with
+MAX_LITERAL_DIGITS = 1000
+#: only the last boxes of a response are read (its final answer is among them)
+MAX_BOXES = 16
+
+
+def exact(literal: str) -> Fraction | None:
+    """``Fraction(literal)`` for a plain decimal literal ("-1200", "3.25"); None when it
+    has more than ``MAX_LITERAL_DIGITS`` digits."""
+    if sum(c.isdigit() for c in literal) > MAX_LITERAL_DIGITS:
+        return None
+    return Fraction(literal)
+
 
 def _numbers(text: str) -> list[Fraction]:
     out = []
     for m in _NUM_RE.finditer(text):
         if m.group("int") is None and m.group("dec") is None:
             continue
-        value = Fraction((m.group("int") or "0").replace(",", "") + (m.group("dec") or ""))
+        value = exact((m.group("int") or "0").replace(",", "") + (m.group("dec") or ""))
+        if value is None:
+            continue
         den = m.group("den")
         if den is not None:
-            d = Fraction(den)
+            d = exact(den)
+            if d is None:
+                continue
             if d != 0:  # "5/0" is not a fraction: keep the 5
                 value /= d
         if m.group("sign"):
@@ -59,16 +77,19 @@ def parse_number(text: str) -> Fraction | None:
 
 
 def _boxed_contents(text: str) -> list[str]:
-    """Contents of every \\boxed{...}, with nested braces balanced."""
-    out = []
-    for m in re.finditer(r"\\boxed\s*\{", text):
-        depth, i = 1, m.end()
-        while i < len(text) and depth:
-            depth += {"{": 1, "}": -1}.get(text[i], 0)
-            i += 1
-        if depth == 0:
-            out.append(text[m.end() : i - 1])
-    return out
+    """Contents of every \\boxed{...}, with nested braces balanced (one pass over the
+    text, so nested or unclosed boxes cost no more than the text's length)."""
+    starts = [m.end() for m in re.finditer(r"\\boxed\s*\{", text)]
+    if not starts:
+        return []
+    close: dict[int, int] = {}  # the index after a "{" -> the index of its "}"
+    open_at: list[int] = []
+    for i, c in enumerate(text):
+        if c == "{":
+            open_at.append(i + 1)
+        elif c == "}" and open_at:
+            close[open_at.pop()] = i
+    return [text[s : close[s]] for s in starts if s in close][-MAX_BOXES:]
 
 
 def extract_final_number(text: str) -> tuple[Fraction | None, str]:

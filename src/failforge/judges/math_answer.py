@@ -23,6 +23,7 @@ import re
 from dataclasses import dataclass
 from fractions import Fraction
 
+from failforge.judges.answers import exact
 from failforge.judges.arithmetic import ArithmeticQuestion
 
 _CLEAN = [
@@ -38,6 +39,10 @@ _LITERAL = r"[-−–]?\s?\d{1,3}(?:,\d{3})+(?:\.\d+)?|[-−–]?\s?\d+(?:\.\d+)
 _LITERAL_RE = re.compile(rf"^(?:{_LITERAL})$")
 # A chain "12 + 5 = 17" after a statement: arithmetic characters and "=" only.
 _CHAIN = re.compile(r"[-−–+*/×÷·^()=.,\d\s]+")
+#: what a statement's value is read from: this many characters after its cue. A chain
+#: that fills them is not read (it has no end to take the value from); the bound keeps
+#: a response of many cues ("7 + 5 = 7 + 5 = ...") linear in its length.
+VALUE_WINDOW = 400
 
 _UNITS = "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen seventeen eighteen nineteen".split()
 _TENS = "twenty thirty forty fifty sixty seventy eighty ninety".split()
@@ -96,9 +101,9 @@ def parse_literal(text: str) -> Fraction | None:
     if not t or not _LITERAL_RE.match(text.strip()):
         return None
     if "/" in t:
-        num, den = t.split("/", 1)
-        return None if Fraction(den) == 0 else Fraction(num) / Fraction(den)
-    return Fraction(t)
+        num, den = (exact(x) for x in t.split("/", 1))
+        return None if num is None or den is None or den == 0 else num / den
+    return exact(t)
 
 
 def _words_at(text: str) -> tuple[Fraction, str] | None:
@@ -120,6 +125,8 @@ def value_at(text: str) -> tuple[Fraction, str] | None:
         run = m.group(0)
         # a sentence's full stop or a list's comma ends the run: "22, which" / "22."
         run = re.split(r"[.,](?!\d)", run, maxsplit=1)[0]
+        if len(run) >= VALUE_WINDOW:
+            return None
         last = run.split("=")[-1].strip().rstrip("-−–+*/×÷·^( ").strip()
         if _CONTINUES.match(text[len(m.group(0).rstrip()):]):
             return None
@@ -142,8 +149,15 @@ def _expression_pattern(question: ArithmeticQuestion) -> re.Pattern[str]:
 
 def _follows_arithmetic(text: str, start: int) -> bool:
     """Whether the match at ``start`` is the tail of a longer expression ("2 + 3 * 4")."""
-    before = text[:start].rstrip()
-    return bool(before) and (before[-1].isdigit() or before[-1] in "+-*/×÷·^(−–.")
+    i = start - 1
+    while i >= 0 and text[i].isspace():
+        i -= 1
+    return i >= 0 and (text[i].isdigit() or text[i] in "+-*/×÷·^(−–.")
+
+
+def _after(text: str, i: int) -> tuple[Fraction, str] | None:
+    """The value stated at ``text[i:]``, read from its first ``VALUE_WINDOW`` characters."""
+    return value_at(text[i : i + VALUE_WINDOW])
 
 
 def statements(response: str, question: ArithmeticQuestion | None) -> list[Stated]:
@@ -151,7 +165,7 @@ def statements(response: str, question: ArithmeticQuestion | None) -> list[State
     text = clean(response)
     found: list[Stated] = []
     for m in re.finditer(r"####\s*", text):
-        v = value_at(text[m.end():])
+        v = _after(text, m.end())
         if v:
             found.append(Stated(v[0], v[1], "####"))
     for m in re.finditer(r"\\boxed\s*\{([^{}]*)\}", text):
@@ -159,19 +173,19 @@ def statements(response: str, question: ArithmeticQuestion | None) -> list[State
         if v:
             found.append(Stated(v[0], v[1], "boxed"))
     for m in _CUE_RE.finditer(text):
-        v = value_at(text[m.end():])
+        v = _after(text, m.end())
         if v:
             found.append(Stated(v[0], v[1], "answer is"))
     # only for one-operation questions: in a multi-step one it names an intermediate step
     for m in _DESCRIBED_RE.finditer(text) if question is not None and question.expression.operators == 1 else []:
-        v = value_at(text[m.end():])
+        v = _after(text, m.end())
         if v:
             found.append(Stated(v[0], v[1], "described operation"))
     if question is not None:
         for m in _expression_pattern(question).finditer(text):
             if _follows_arithmetic(text, m.start()):
                 continue
-            v = value_at(text[m.end():])
+            v = _after(text, m.end())
             if v:
                 found.append(Stated(v[0], v[1], "own expression"))
     whole = text.strip().rstrip(".!").strip()
