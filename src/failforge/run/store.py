@@ -5,6 +5,13 @@ run produces, every iteration's metrics, training steps, and run metadata. WAL m
 and one transaction per write batch mean a ``kill -9`` loses at most the calls in
 flight: everything committed is read back on resume.
 
+On power loss or an OS crash: model calls (what costs money and time to redo) are
+committed with ``synchronous=FULL``, so the WAL is on disk when ``put_calls`` returns
+and every call stored survives, with every transaction committed before it. Other
+writes (records, metrics, meta, training steps) use ``synchronous=NORMAL``: one
+committed after the last call may be rolled back, and the database stays consistent;
+a resume rebuilds records from the cached calls. docs/reliability.md has the cost.
+
 A call the server refused (``Completion.error``) is stored like an answer, with an
 empty text and ``finish_reason`` ``"error: <the error>"``, so a resume does not send
 it again and the item stays recorded as an error.
@@ -97,6 +104,9 @@ class StoreOutdated(ConfigError):
 class RunStore:
     """Thread-safe access to one run's SQLite store."""
 
+    #: ``PRAGMA synchronous`` for commits of model calls; every other commit is NORMAL
+    calls_synchronous = "FULL"
+
     def __init__(self, path: str | Path, readonly: bool = False):
         self.path = Path(path)
         self.readonly = readonly
@@ -150,16 +160,24 @@ class RunStore:
         return self._conn.execute("PRAGMA user_version").fetchone()[0]
 
     @contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
+    def transaction(self, synchronous: str = "NORMAL") -> Iterator[sqlite3.Connection]:
+        """One write transaction; ``synchronous`` applies to its commit (FULL: the WAL
+        is flushed to disk before the commit returns)."""
         with self._lock:
-            self._conn.execute("BEGIN IMMEDIATE")
+            if synchronous != "NORMAL":
+                self._conn.execute(f"PRAGMA synchronous={synchronous}")
             try:
-                yield self._conn
-            except BaseException:
-                self._conn.execute("ROLLBACK")
-                raise
-            else:
-                self._conn.execute("COMMIT")
+                self._conn.execute("BEGIN IMMEDIATE")
+                try:
+                    yield self._conn
+                except BaseException:
+                    self._conn.execute("ROLLBACK")
+                    raise
+                else:
+                    self._conn.execute("COMMIT")
+            finally:
+                if synchronous != "NORMAL":
+                    self._conn.execute("PRAGMA synchronous=NORMAL")
 
     def close(self) -> None:
         with self._lock:
@@ -192,7 +210,7 @@ class RunStore:
 
     def put_calls(self, fingerprint: str, model: str, items: list[tuple[str, Request, Completion]]) -> None:
         now = time.time()
-        with self.transaction() as c:
+        with self.transaction(self.calls_synchronous) as c:
             before = c.total_changes
             c.executemany(
                 "INSERT OR IGNORE INTO calls VALUES (?,?,?,?,?,?,?,?,?,?,?)",
