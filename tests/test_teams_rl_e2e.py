@@ -69,10 +69,10 @@ def test_teams_rl_policy_arms_calls_exports_and_resume(tmp_path):
     for arm in {e["arm"] for e in evals}:
         assert results[f"arms.{arm}.mmlu_n"] == 4
 
-    out = tmp_path / "export"
+    out = tmp_path / "sft.jsonl"  # one kind: written to the file itself
     proc = cli("export", str(run_dir), "--format", "jsonl", "--what", "sft", "-o", str(out))
     assert proc.returncode == 0, proc.stderr[-2000:]
-    rows = [json.loads(line) for line in (out / "sft.jsonl").read_text().splitlines()] if sft else []
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert len(rows) == len(sft)
     for row in rows:
         assert json.loads(row["calls_by_role"])["expert"] == 1 and row["arm"] in ARMS
