@@ -25,7 +25,8 @@ from failforge.judges.labelled import load_labelled, read_rows
 from failforge.judges.refusal import RefusalConfig, RefusalJudge
 from failforge.overrides import apply_overrides, parse_set
 
-SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# derandomize: the same examples on every machine, so a suite that passes here passes in CI
+SETTINGS = settings(max_examples=150, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
 
 # JSON-like values, the shapes YAML configs are made of
 scalars = st.none() | st.booleans() | st.integers(-(10**6), 10**6) | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=20)
@@ -85,6 +86,7 @@ def test_any_file_is_yaml_mapping_or_a_one_line_error(raw):
     stop=st.lists(st.text(min_size=1, max_size=5), max_size=3),
     name=st.none() | st.text(max_size=30),
 )
+@example(limit=None, temperature=0.0, top_p=1.0, max_tokens=8, stop=["\x85", "\u2028"], name="é")  # YAML line breaks
 def test_valid_answer_configs_round_trip(limit, temperature, top_p, max_tokens, stop, name):
     data = {
         "method": "answer",

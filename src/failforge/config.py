@@ -109,4 +109,11 @@ def load_run_config(path: str | Path) -> BaseModel:
 
 
 def dump_config(config: BaseModel) -> str:
-    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
+    """The config as YAML that reads back to the same values: readable Unicode where
+    that round-trips, escapes where it does not (YAML reads U+0085 or U+2028 written
+    raw as line breaks)."""
+    data = config.model_dump(mode="json")
+    text = yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
+    if yaml.safe_load(text) != data:
+        text = yaml.safe_dump(data, sort_keys=False, allow_unicode=False)
+    return text
