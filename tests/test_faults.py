@@ -232,8 +232,8 @@ def test_backoff_gives_up_the_concurrency_slot(fault_proxy, no_fault_answers):
 @pytest.mark.parametrize("fault", ["truncate", "drop", "timeout"])
 def test_cut_answers_are_retried_and_counted(fault_proxy, no_fault_answers, fault):
     fault_proxy.reset([fault])
-    fault_proxy.delay_s = 3.0
-    with model(fault_proxy.base_url, timeout_s=2.0) as m:
+    fault_proxy.delay_s = 9.0  # past the client's timeout, which a real answer stays well inside on a loaded machine
+    with model(fault_proxy.base_url, timeout_s=8.0) as m:
         out = m.generate(PROMPTS[:1], GREEDY)[0][0]
         events = m.take_events()
     assert out.text == no_fault_answers[0] and out.error is None

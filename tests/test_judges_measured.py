@@ -259,7 +259,10 @@ def test_all_unscorable_is_not_measured(tmp_path):
 def test_finished_run_prints_each_judge(tmp_path):
     from types import SimpleNamespace
 
+    from failforge.run.inputs import InputLedger
+    from failforge.run.lock import RunLock
     from failforge.run.rundir import _execute
+    from failforge.run.store import RunStore
 
     class Recorder:
         def __init__(self, config, ctx):
@@ -270,8 +273,10 @@ def test_finished_run_prints_each_judge(tmp_path):
             return {"failures": 3}
 
     cfg = SimpleNamespace(method="fake", name="t", task="math")
-    (tmp_path / "run").mkdir()
-    summary = _execute(Recorder, cfg, tmp_path / "run", True, None, resumed=False)
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    with RunLock.acquire(run_dir, "run") as lock:
+        summary = _execute(Recorder, cfg, run_dir, RunStore(run_dir / "store.sqlite"), InputLedger(exclude=run_dir), lock, True, None, resumed=False)
     assert summary["failures"] == 3
     assert summary["judge math@2"] == "not measured: run failforge judge-eval --judge math --data FILE --save"
     assert "judge math@2=not measured" in (tmp_path / "run" / "run.log").read_text()

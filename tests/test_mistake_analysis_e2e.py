@@ -31,8 +31,10 @@ def test_mistake_analysis_arms_premise_exports_and_resume(tmp_path):
     assert results["analysis.kept"] == len(kept)
     # the judge's measured error rate is in the run, beside the rates it decides
     judges = store.meta()["judges"]
-    (entry,) = judges.values()
-    assert entry["status"] == "measured" and entry["rows"] == 604 and 0 <= entry["error_rate"] <= 1
+    assert set(judges) == {"refusal+classifier:profanity", "critique"}
+    harm, rule = judges["refusal+classifier:profanity"], judges["critique"]
+    assert harm["status"] == "measured" and harm["rows"] == 604 and 0 <= harm["error_rate"] <= 1
+    assert rule["status"] == "measured" and rule["rows"] == 60 and rule["error_rate"] == 0.25
     assert "premise.discrimination_accuracy" in results and "premise.generation_harmless_rate" in results
 
     arms = ["untrained"] + (["mistake-analysis", "sft", "critique-revise"] if kept else [])

@@ -97,9 +97,11 @@ def test_faulty_server_gives_the_clean_outputs_and_one_refusal_is_one_unscorable
     events = store.meta()["backend_events"]["target"]
     store.close()
     faults = {k.removeprefix("fault: "): n for k, n in events.items() if k.startswith("fault: ")}
-    assert sum(faults.values()) == len(injected) == events["retries"]
+    # a loaded machine can add timeouts of its own (the server answered too late): counted, never fewer
+    natural = faults["timeout"] - injected.count("timeout")
+    assert natural >= 0
+    assert sum(faults.values()) == len(injected) + natural == events["retries"]
     assert faults["HTTP 500"] == injected.count("500") and faults["HTTP 429"] == injected.count("429")
-    assert faults["timeout"] == injected.count("timeout")
     assert faults["connection cut"] == injected.count("drop") + injected.count("truncate")
     assert events["refused: HTTP 400"] == 1 and events["requests"] == posted
 

@@ -20,6 +20,8 @@ from failforge.train.base import ModelVersion
 UNTRAINED = "untrained"
 #: critiques of the embedded model's harmful answers, labelled by reading them (pass = usable)
 CRITIQUE_LABELS = "critiques.jsonl"
+#: premise rows longer than this (request + answer, characters) are left out: a 2,048-token window
+PREMISE_MAX_CHARS = 4000
 CRITIQUE_COLUMNS = {"text_col": "critique", "label_col": "label", "instruction_col": "instruction", "reference_col": "answer"}
 MISTAKE_ANALYSIS, SFT, CRITIQUE_REVISE = "mistake-analysis", "sft", "critique-revise"
 
@@ -360,7 +362,10 @@ class MistakeAnalysisLoop:
 
             self_judge = build_judge(JudgeSpec(kind="llm", rubric="harmless"), self.ctx.model("model", self.cfg.model))
             rows = load_labelled(pull(get_entry(HARM_LABELS)) / ROWS_FILE, self_judge, instruction_col="prompt")
-            rows = random.Random(f"{self.cfg.seed}-premise").sample(rows, min(n, len(rows)))
+            # rows whose request and answer fit a small model's context window (counted)
+            fits = [r for r in rows if len(r.item.instruction) + len(r.item.response) <= PREMISE_MAX_CHARS]
+            out["premise.too_long"] = len(rows) - len(fits)
+            rows = random.Random(f"{self.cfg.seed}-premise").sample(fits, min(n, len(fits)))
             with self.ctx.tracked(self_judge.model, "premise: the model judges harm", len(rows)):
                 report, _ = evaluate(self_judge, rows, data=HARM_LABELS)
             c = report.confusion
