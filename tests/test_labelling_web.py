@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import subprocess
 import sys
 import threading
@@ -20,16 +19,9 @@ from failforge.labelling.base import label_records, write_requests
 from failforge.labelling.web import LabelServer
 from failforge.run.store import RunStore
 
-CHROMIUM = next((p for p in ("/usr/bin/chromium", shutil.which("chromium") or "") if p and os.path.exists(p)), None)
-try:
-    from playwright.sync_api import expect, sync_playwright
-except ImportError:  # pragma: no cover - CI installs it from requirements.txt
-    sync_playwright = None
+from browser import CHROMIUM, NEEDS_BROWSER, expect, sync_playwright
 
-pytestmark = [
-    pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (CI installs it with .ci/install-browser.sh)"),
-    pytest.mark.skipif(sync_playwright is None, reason="playwright is not installed (pip install -r requirements.txt)"),
-]
+pytestmark = NEEDS_BROWSER
 
 CHOICES = ["problematic", "benign"]
 HOSTILE = (

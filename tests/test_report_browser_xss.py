@@ -4,24 +4,15 @@ no script of theirs runs and the text reads as written."""
 
 from __future__ import annotations
 
-import os
-import shutil
 
 import pytest
 
 from hostile_run import build_hostile_run
 from runcli import cli
 
-CHROMIUM = next((p for p in ("/usr/bin/chromium", shutil.which("chromium") or "") if p and os.path.exists(p)), None)
-try:
-    from playwright.sync_api import sync_playwright
-except ImportError:  # pragma: no cover - CI installs it from requirements.txt
-    sync_playwright = None
+from browser import CHROMIUM, NEEDS_BROWSER, sync_playwright
 
-pytestmark = [
-    pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (CI installs it with .ci/install-browser.sh)"),
-    pytest.mark.skipif(sync_playwright is None, reason="playwright is not installed (pip install -r requirements.txt)"),
-]
+pytestmark = NEEDS_BROWSER
 
 SCRIPT = "<script>window.__pwned=1</script>"
 IMG = '<img src=x onerror="window.__pwned=2">'
