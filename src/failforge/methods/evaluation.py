@@ -79,6 +79,12 @@ def fmt_ci(get, key: str) -> str:
     return "-" if v is None else f"{v:.2f} [{get(key + '_lo'):.2f}, {get(key + '_hi'):.2f}]"
 
 
+def accuracy(verdicts: list[Verdict]) -> RateEstimate:
+    """Share of ``pass`` verdicts among all of them (e.g. multiple choice right), with its
+    Wilson interval; an unscorable verdict counts as wrong: the model did not answer."""
+    return rate(sum(1 for v in verdicts if v.label == "pass"), len(verdicts))
+
+
 def pass_rate(verdicts: list[Verdict]) -> RateEstimate:
     """Share of ``pass`` verdicts among the scored ones (e.g. the harmless rate), with
     its Wilson interval; unscorable verdicts are left out and counted by the caller."""

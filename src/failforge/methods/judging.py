@@ -54,6 +54,19 @@ def judge_or_error(judge: Judge, inputs: list[JudgeInput], answers: Sequence[Seq
     return [next(got) if e is None else judge.verdict("unscorable", reason=f"model error: {e}") for e in errors]
 
 
+def task_judge(ctx: "RunContext", task: "Task", spec) -> Judge:
+    """The task's judge for a configured ``JudgeSpec`` (None = the task's default), its
+    model loaded through the run, a warning printed and logged where the task gives one,
+    and its error rate measured and recorded."""
+    model = ctx.model("judge", spec.model) if spec is not None and spec.model else None
+    judge, warning = task.make_judge(spec, model)
+    if warning:
+        ctx.console.print(f"[yellow]warning:[/yellow] {warning}")
+        ctx.log(f"warning: {warning}")
+    measure_judge(ctx, judge, task)
+    return judge
+
+
 def judge_answers(judge: Judge, task: "Task", cands: list["Candidate"], answers) -> list[Verdict]:
     """One verdict per candidate, from the target's completions for it."""
     inputs = [

@@ -9,8 +9,8 @@ from typing import Any
 from rich.table import Table
 
 from failforge.judges.base import Judge, Verdict
-from failforge.methods.evaluation import answer_and_judge, eval_records, pass_rate
-from failforge.methods.judging import measure_judge
+from failforge.methods.evaluation import accuracy, answer_and_judge, eval_records, fmt_ci, fmt_score, mmlu_prompt, pass_rate
+from failforge.methods.judging import measure_judge, task_judge
 from failforge.models.base import SamplingParams
 from failforge.run.context import RunContext
 from failforge.run.records import AnalysisRecord, AttemptRecord, Provenance, SFTRecord, put, record_id
@@ -78,7 +78,7 @@ class MistakeAnalysisLoop:
 
         cfg, ctx = self.cfg, self.ctx
         split = self._split()
-        self.judge = self._harm_judge()
+        self.judge = task_judge(ctx, self.task, cfg.judge)
         self.versions = Versions(ctx)
         base = self.versions.initial("model", cfg.model)
 
@@ -99,7 +99,7 @@ class MistakeAnalysisLoop:
 
     # --- set-up ---------------------------------------------------------------------------------
     def _split(self) -> Split:
-        from failforge.data import load, prompt_text
+        from failforge.data import load, prompt_text, task_text
         from failforge.data.dedup import normalize_text, overlaps
         from failforge.errors import ConfigError
 
@@ -120,12 +120,7 @@ class MistakeAnalysisLoop:
                 f"data.harmful: {len(harmful)} instructions ({sum(leaked)} near-duplicates of held-out ones) are too few "
                 f"for {d.test} held out and {d.train} to train on"
             )
-        benign = []
-        for row in load(d.benign):
-            task = prompt_text(row)
-            extra = (row.get("input") or "").strip()
-            if task:
-                benign.append((f"{task}\n\n{extra}" if extra else task, str(row.get("output") or "").strip()))
+        benign = [(text, str(row.get("output") or "").strip()) for row in load(d.benign) if (text := task_text(row))]
         random.Random(f"{seed}-benign").shuffle(benign)
         if len(benign) <= d.benign_test:
             raise ConfigError(f"data.benign: {len(benign)} rows; {d.benign_test} held out leave none to train on")
@@ -141,16 +136,6 @@ class MistakeAnalysisLoop:
         )
         self.store.put_metrics(0, {"data.train": len(split.train), "data.test": len(split.test), "data.decontaminated": split.decontaminated})
         return split
-
-    def _harm_judge(self) -> Judge:
-        cfg, ctx = self.cfg, self.ctx
-        model = ctx.model("judge", cfg.judge.model) if cfg.judge is not None and cfg.judge.model else None
-        judge, warning = self.task.make_judge(cfg.judge, model)
-        if warning:
-            ctx.console.print(f"[yellow]warning:[/yellow] {warning}")
-            ctx.log(f"warning: {warning}")
-        measure_judge(ctx, judge, self.task)
-        return judge
 
     def _prov(self, stage: str, model=None, arm: str | None = None, **extra) -> Provenance:
         fp = None if model is None else (model if isinstance(model, str) else model.fingerprint)
@@ -308,7 +293,7 @@ class MistakeAnalysisLoop:
             p.hijack[i % len(p.hijack)].format(task=split.benign_test[i % len(split.benign_test)], injection=inj)
             for i, inj in enumerate(split.test)
         ]
-        mmlu_prompts = [_mmlu_prompt(q) for q in split.mmlu]
+        mmlu_prompts = [mmlu_prompt(q) for q in split.mmlu]
         helpfulness = self._helpfulness_judge()
         specs = {UNTRAINED: cfg.model}
         if base is not None and trained:
@@ -380,7 +365,7 @@ class MistakeAnalysisLoop:
                 }
             )
         self.store.put_metrics(0, out)
-        self.ctx.log("premise: " + ", ".join(f"{k.split('.', 1)[1]}={_fmt(v)}" for k, v in out.items()))
+        self.ctx.log("premise: " + ", ".join(f"{k.split('.', 1)[1]}={fmt_score(v)}" for k, v in out.items()))
 
     # --- the table ----------------------------------------------------------------------------
     def table(self) -> Table:
@@ -393,8 +378,8 @@ class MistakeAnalysisLoop:
             g = lambda k: results.get(f"arms.{arm}.{k}")  # noqa: E731
             unscorable = sum(int(g(f"{s}_unscorable") or 0) for s in ("harmful", "hijack", "mmlu", "helpful"))
             t.add_row(
-                arm, "-" if results.get(f"mix.{arm}") is None else str(int(results[f"mix.{arm}"])), _ci(g, "harmless_rate"),
-                _ci(g, "hijack_harmless_rate"), _ci(g, "mmlu_accuracy"), _fmt(g("helpfulness")), str(unscorable),
+                arm, "-" if results.get(f"mix.{arm}") is None else str(int(results[f"mix.{arm}"])), fmt_ci(g, "harmless_rate"),
+                fmt_ci(g, "hijack_harmless_rate"), fmt_ci(g, "mmlu_accuracy"), fmt_score(g("helpfulness")), str(unscorable),
             )
         judge = self.store.meta().get("judges", {})
         if judge:
@@ -423,12 +408,6 @@ def plan_arms(analysis: Rows, harmless: Rows, helpful: Rows, revisions: Rows, mi
     return plans
 
 
-def _mmlu_prompt(q: dict[str, Any]) -> str:
-    from failforge.tasks.honesty import render
-
-    return render(q["question"], q["choices"]) + "\nAnswer with the letter of the correct option."
-
-
 def _choice_judge() -> Judge:
     from failforge.judges.choice import ChoiceJudge
 
@@ -438,15 +417,13 @@ def _choice_judge() -> Judge:
 def _stage_scores(stage: str, verdicts: list[Verdict]) -> dict[str, Any]:
     """Rates with intervals: harmless rates (pass among scored), MMLU accuracy
     (unscorable counts as wrong), the mean helpfulness rating."""
-    from failforge.metrics.rates import rate
-
     unscorable = sum(1 for v in verdicts if v.label == "unscorable")
     out: dict[str, Any] = {f"{stage}_n": len(verdicts), f"{stage}_unscorable": unscorable}
     if stage in ("harmful", "hijack"):
         r = pass_rate(verdicts)
         key = "harmless_rate" if stage == "harmful" else "hijack_harmless_rate"
     elif stage == "mmlu":
-        r = rate(sum(1 for v in verdicts if v.label == "pass"), len(verdicts))
+        r = accuracy(verdicts)
         key = "mmlu_accuracy"
     else:
         ratings = [v.score for v in verdicts if v.label != "unscorable" and v.score is not None]
@@ -455,11 +432,3 @@ def _stage_scores(stage: str, verdicts: list[Verdict]) -> dict[str, Any]:
     out.update({key: r.rate, f"{key}_lo": r.low, f"{key}_hi": r.high})
     return out
 
-
-def _fmt(v: Any) -> str:
-    return "-" if v is None else f"{v:.3f}" if isinstance(v, float) else str(v)
-
-
-def _ci(get, key: str) -> str:
-    v = get(key)
-    return "-" if v is None else f"{v:.2f} [{get(key + '_lo'):.2f}, {get(key + '_hi'):.2f}]"

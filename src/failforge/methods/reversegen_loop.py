@@ -9,7 +9,7 @@ from rich.table import Table
 
 from failforge.data.dedup import minhash_dedup
 from failforge.judges.base import Verdict
-from failforge.methods.judging import answer_error, judge_answers, measure_judge
+from failforge.methods.judging import answer_error, judge_answers, task_judge
 from failforge.methods.pairs import Judged, build_pairs
 from failforge.methods.sampling import Sampled, sample
 from failforge.models.base import Message, SamplingParams
@@ -74,12 +74,7 @@ class ReverseGenLoop:
         cfg, ctx = self.cfg, self.ctx
         pool, heldout = self._seeds()
         self.pool = pool
-        judge_model = ctx.model("judge", cfg.judge.model) if cfg.judge is not None and cfg.judge.model else None
-        self.judge, warning = self.task.make_judge(cfg.judge, judge_model)
-        if warning:
-            ctx.console.print(f"[yellow]warning:[/yellow] {warning}")
-            ctx.log(f"warning: {warning}")
-        measure_judge(ctx, self.judge, self.task)
+        self.judge = task_judge(ctx, self.task, cfg.judge)
         self.heldout_texts = [s.text for s in heldout]
         self.versions = Versions(ctx)
 

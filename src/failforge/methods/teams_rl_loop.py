@@ -12,7 +12,7 @@ from rich.table import Table
 
 from failforge.judges.base import JudgeInput
 from failforge.judges.elimination import EliminationJudge, EliminationRules
-from failforge.methods.evaluation import answer_and_judge, eval_records, fmt_ci, fmt_score, mmlu_prompt, pass_rate
+from failforge.methods.evaluation import accuracy, answer_and_judge, eval_records, fmt_ci, fmt_score, mmlu_prompt, pass_rate
 from failforge.methods.judging import measure_judge
 from failforge.methods.sampling import filter_samples
 from failforge.models.base import SamplingParams
@@ -337,9 +337,7 @@ class TeamsRLLoop:
             prov = Provenance(method="teams-rl", task=TASK, stage="mmlu", arm=arm, target_fingerprint=model.fingerprint)
             put(self.store, eval_records("mmlu", arm, prompts, outs, verdicts, prov, False, [q["answer"] for q in mmlu]))
             ctx.release(f"arm-{arm}")
-            from failforge.metrics.rates import rate
-
-            acc = rate(sum(1 for v in verdicts if v.label == "pass"), len(verdicts))  # unscorable counts as wrong
+            acc = accuracy(verdicts)
             self.store.put_metrics(0, {f"arms.{arm}.mmlu_accuracy": acc.rate, f"arms.{arm}.mmlu_accuracy_lo": acc.low,
                                        f"arms.{arm}.mmlu_accuracy_hi": acc.high, f"arms.{arm}.mmlu_n": len(verdicts)})
 
