@@ -55,8 +55,10 @@ def test_helpfulness_parse(text, score):
     assert (p.score if p else None) == score
 
 
-@pytest.mark.parametrize("text, label", [("Not Equal", "pass"), ("not equal.", "pass"), ("**Equal**", "fail"), ("Equal", "fail"), ("Your Judgement: Not Equal", "pass"), ("Unequal", None), ("They are equal", None), ("", None),
-                                         ("Equal or Not Equal", None), ("Not Equal / Equal", None), ("Equal and not equal", None), ("Equal. Both ask the same.", "fail")])
+@pytest.mark.parametrize("text, label", [("Not Equal", "pass"), ("not equal.", "pass"), ("**Equal**", "fail"), ("Equal", "fail"), ("Your Judgement: Not Equal", "pass"), ("Unequal", None), ("They are equal", "fail"), ("", None),
+                                         ("Equal or Not Equal", None), ("Not Equal / Equal", None), ("Equal and not equal", None), ("Equal. Both ask the same.", "fail"),
+                                         ("The First Prompt is not equal", "pass"), ("The two instructions are equal.", "fail"), ("The first prompt is a more", None),
+                                         ("The Second Prompt: Question", None), ("They are not equal or equal", None), ("It is equal", None)])
 def test_equality_parse(text, label):
     p = EqualityRubric().parse(text)
     assert (p.label if p else None) == label
@@ -132,7 +134,7 @@ def test_equality_judge_unparseable_review_and_rewrite_error():
     assert [(v.label, v.score) for v in vs] == [("unscorable", None)] * 3
     assert "unparseable" in vs[0].reason and "unparseable" in vs[1].reason
     assert vs[2].reason == "rewrite error: timeout" and len(model.asked) == 2
-    assert vs[0].judge_version == "2"
+    assert vs[0].judge_version == "3"
 
 
 HAVE_LLAMACPP = importlib.util.find_spec("failforge.models.llamacpp") is not None

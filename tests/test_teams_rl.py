@@ -293,3 +293,50 @@ def test_loop_counts_calls_by_role_at_the_same_budget_and_resumes(tmp_path):
     again.run()
     assert all(f.sent == 0 for f in fakes2.values()) and sum(sent.values()) > 0
     assert store2.metrics() == metrics
+
+
+def test_equality_pairs_measure_the_novelty_rule_and_the_parser():
+    """60 instruction pairs labelled by reading them: 40 rewrites by the embedded instructor
+    that no elimination rule caught (all Not Equal), 15 paraphrases and 5 copies (Equal).
+    The embedding rule at its a-priori threshold of 0.9 gets 57 right; the three it
+    misses are paraphrases below 0.9."""
+    from failforge.judges.labelled import evaluate, load_labelled
+    from failforge.judges.measured import packaged_labels
+    from failforge.judges.novelty import NoveltyJudge
+    from failforge.methods.teams_rl_loop import EQUALITY_COLUMNS, EQUALITY_LABELS
+
+    judge = NoveltyJudge(0.9)
+    rows = load_labelled(packaged_labels(EQUALITY_LABELS), judge, **EQUALITY_COLUMNS)
+    assert sum(r.human == "fail" for r in rows) == 20  # fail = Equal
+    report, _ = evaluate(judge, rows)
+    assert report.rows == 60 and report.unscorable == 0
+    assert report.confusion == {"fail": {"fail": 17, "pass": 3, "unscorable": 0}, "pass": {"fail": 0, "pass": 40, "unscorable": 0}}
+
+
+def test_novelty_judge_labels_and_unscorable():
+    from failforge.judges.novelty import NoveltyJudge
+    from failforge.judges.registry import JudgeSpec, build_judge
+
+    judge = NoveltyJudge(0.9, FakeEmbedder())
+    same, other, empty = judge.judge([JudgeInput(instruction="Add 2 and 3.", responses=["Add 2 and 3."]),
+                                      JudgeInput(instruction="Add 2 and 3.", responses=["Write a poem about rain."]),
+                                      JudgeInput(instruction="Add 2 and 3.", responses=["  "])])
+    assert (same.label, same.score) == ("fail", 0.0) and "cosine 1.000" in same.reason
+    assert other.label in ("pass", "fail") and other.reason.startswith("cosine")
+    assert empty.label == "unscorable"
+    assert build_judge(JudgeSpec(kind="novelty", threshold=0.8)).threshold == 0.8
+
+
+def test_loop_with_the_novelty_reviewer_asks_no_reviewer_model(tmp_path):
+    from failforge.methods.teams_rl import TeamsRLConfig
+
+    loop, store, fakes = _loop(tmp_path)
+    loop.cfg = TeamsRLConfig(**(loop.cfg.model_dump() | {"review": "novelty"}))
+    loop.run()
+    metrics = store.metrics()
+    assert fakes["reviewer"].sent == 0 and "reviewer" not in loop.models
+    assert all(metrics[k]["reviewer_calls"] == 0 for k in (1, 2, 3))
+    assert metrics[0]["reviewer_check.n"] == 0 and metrics[0]["reviewer_check.labelled_calls"] == 0
+    assert metrics[0]["arms.teams-rl.reviewer_calls"] == 0
+    outcomes = {x["outcome"] for x in store.records("rewrite")}
+    assert outcomes <= {NOT_EQUAL, EQUAL, ELIMINATED}

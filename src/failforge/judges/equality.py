@@ -21,6 +21,12 @@ from failforge.models.base import ChatModel, Message
 # "Equal or Not Equal", "Not Equal / Equal": the answer names both verdicts.
 _BOTH_RE = re.compile(r"[\s*_\"'`.,]*(?:or\b|and\b|/)\s*(?:not\s+)?equal\b")
 
+# "The first prompt is", "The two instructions are", "They are", "Both prompts are"
+_SUBJECT_RE = re.compile(
+    r"^(?:(?:the\s+)?(?:first|second|two|both)\s+(?:prompts?|instructions?)|both|they|the\s+(?:prompts|instructions))"
+    r"\s+(?:is|are)\s+"
+)
+
 # The WizardLM Evol-Instruct elimination prompt that TeaMs-RL's reviewer uses.
 EQUALITY_TEMPLATE = """Here are two Instructions to ChatGPT AI, do you think they are equal to each other, which meet the following requirements:
 1. They have same constraints and requirments.
@@ -32,17 +38,20 @@ Your Judgement (Just answer: Equal or Not Equal. No need to explain the reason.)
 
 class EqualityRubric(Rubric):
     name = "equality"
-    max_tokens = 6
+    max_tokens = 12
 
     def render(self, item: JudgeInput) -> Conversation:
         return [Message(role="user", content=EQUALITY_TEMPLATE.format(first=item.instruction, second=item.response))]
 
     def parse(self, text: str) -> Parsed | None:
-        # Strict: the answer must open with "Not Equal" or "Equal" (any case,
-        # markdown and a trailing full stop allowed). "Unequal", "They are equal" and
-        # the like are unscorable rather than guessed.
+        # The answer must open with the verdict: "Not Equal" / "Equal" (any case,
+        # markdown and a trailing full stop allowed), or a sentence whose subject is
+        # the two prompts ("The first prompt is not equal", "They are equal").
+        # "Unequal", "The first prompt is a more ..." and the like are unscorable
+        # rather than guessed.
         t = re.sub(r"^[\s*_\"'`:]+", "", text).lower()
         t = re.sub(r"^(your )?judge?ment\s*:\s*", "", t)
+        t = _SUBJECT_RE.sub("", t, count=1)
         m = re.match(r"(not\s+)?equal\b", t)
         if not m or _BOTH_RE.match(t, m.end()):
             return None  # anything else, or an echo of the format ("Equal or Not Equal")
@@ -52,7 +61,7 @@ class EqualityRubric(Rubric):
 
 
 class EqualityJudge(LLMJudge):
-    version = "2"
+    version = "3"
 
     def __init__(self, model: ChatModel, max_tokens: int | None = None):
         super().__init__(model, EqualityRubric(), max_tokens=max_tokens, check_response=False)

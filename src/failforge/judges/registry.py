@@ -23,7 +23,7 @@ from failforge.judges.base import Judge
 from failforge.models.base import ChatModel
 from failforge.models.spec import ModelSpec
 
-Kind = Literal["refusal", "llm", "classifier", "math", "honesty", "equality", "critique"]
+Kind = Literal["refusal", "llm", "classifier", "math", "honesty", "equality", "critique", "novelty"]
 
 # Which optional fields each kind reads; any other field set is a config mistake.
 _FIELDS: dict[str, set[str]] = {
@@ -34,6 +34,7 @@ _FIELDS: dict[str, set[str]] = {
     "honesty": {"threshold", "letters", "max_unparsed_share"},
     "equality": {"model", "max_tokens"},
     "critique": {"threshold"},
+    "novelty": {"threshold"},
 }
 _MAIN = {"refusal": "fail_on", "llm": "rubric", "classifier": "classifier", "math": "no_answer", "honesty": "threshold"}
 #: refusal options that the phrase rules read (methods phrases and relevance)
@@ -71,7 +72,8 @@ class JudgeSpec(BaseModel):
     field: Literal["response", "instruction", "both", "pair"] | None = None
     positive_label: str | None = None
     #: classifier: probability threshold; honesty: entropy threshold; llm helpfulness: pass at rating;
-    #: critique: the least similarity with the instruction and answer that is on-topic
+    #: critique: the least similarity with the instruction and answer that is on-topic;
+    #: novelty: "Not Equal" below this cosine similarity (0.9)
     threshold: float | None = None
     #: math
     no_answer: Literal["fail", "unscorable"] | None = None
@@ -237,6 +239,10 @@ def build_judge(spec: JudgeSpec, model: ChatModel | None = None, cache_root: Pat
         from failforge.judges.equality import EqualityJudge
 
         return EqualityJudge(chat_model(True), max_tokens=spec.max_tokens)
+    if kind == "novelty":
+        from failforge.judges.novelty import NoveltyJudge
+
+        return NoveltyJudge(0.9 if spec.threshold is None else spec.threshold)
     raise ConfigError(f"unknown judge kind {kind!r}")
 
 

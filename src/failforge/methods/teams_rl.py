@@ -82,6 +82,7 @@ class ReviewerCheck(BaseModel):
     #: reviewed training steps to re-ask with the two instructions swapped; 0 = skip
     n: int = Field(40, ge=0)
     #: the embedding rule: "Not Equal" when the cosine similarity of the two instructions is below this
+    #: (the agreement check, and the reviewer itself when review is novelty)
     novelty_threshold: float = Field(0.9, gt=0, le=1)
 
 
@@ -97,7 +98,11 @@ class TeamsRLConfig(MethodConfig):
     method: Literal["teams-rl"] = "teams-rl"
     #: applies the chosen rewrite to the current instruction
     instructor: ModelSpec = Field(default_factory=ModelSpec)
-    #: says "Equal" or "Not Equal" (the reward)
+    #: who reviews a rewrite: the reviewer model with the equality prompt (the paper), or the
+    #: embedding rule (novelty: "Not Equal" below reviewer_check.novelty_threshold cosine
+    #: similarity) for a reviewer model too small to answer the prompt; no reviewer calls
+    review: Literal["model", "novelty"] = "model"
+    #: says "Equal" or "Not Equal" (the reward); not loaded when review is novelty
     reviewer: ModelSpec = Field(default_factory=ModelSpec)
     #: answers the generated instructions (the SFT targets)
     expert: ModelSpec = Field(default_factory=ModelSpec)

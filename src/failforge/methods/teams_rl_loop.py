@@ -24,6 +24,10 @@ from failforge.run.records import Provenance, RewriteRecord, SFTRecord, load, pu
 
 TEAMS_RL, RANDOM_POLICY, EVOL_INSTRUCT, UNTRAINED = "teams-rl", "random-policy", "evol-instruct", "untrained"
 ROLES = ("instructor", "reviewer", "expert")
+#: instruction pairs labelled Equal / Not Equal by reading them: 40 rewrites by the
+#: embedded instructor that no elimination rule caught, 15 paraphrases, 5 copies
+EQUALITY_LABELS = "equality.jsonl"
+EQUALITY_COLUMNS = {"text_col": "second", "instruction_col": "first", "label_col": "label", "positive": ["Equal"]}
 TASK = "instructions"
 
 
@@ -61,11 +65,10 @@ class TeamsRLLoop:
     def run(self) -> dict[str, Any]:
         cfg, ctx = self.cfg, self.ctx
         data = self._data()
-        self.models = {role: ctx.model(role, getattr(cfg, role)) for role in ROLES}
-        from failforge.judges.equality import EqualityJudge
-
-        self.equality = EqualityJudge(self.models["reviewer"])
-        measure_judge(ctx, self.equality)
+        by_model = cfg.review == "model"
+        self.models = {role: ctx.model(role, getattr(cfg, role)) for role in ROLES if by_model or role != "reviewer"}
+        self.equality = self._equality_judge()
+        self._measure_reviewer()
         self.rules = EliminationRules(sorry_words=cfg.elimination.sorry_words, markers=[*cfg.elimination.markers, *cfg.rewrites.markers])
         self.reviewer = Reviewer(self.equality, EliminationJudge(self.rules))
 
@@ -131,7 +134,7 @@ class TeamsRLLoop:
         return self._embedder
 
     def _calls(self) -> dict[str, int]:
-        return {role: int(m.usage["calls"]) for role, m in self.models.items()}
+        return {role: int(self.models[role].usage["calls"]) if role in self.models else 0 for role in ROLES}
 
     @contextmanager
     def _counted(self, into: dict[str, Any]):
@@ -155,6 +158,25 @@ class TeamsRLLoop:
             )
             for s in steps
         ]
+
+    def _equality_judge(self):
+        if self.cfg.review == "novelty":
+            from failforge.judges.novelty import NoveltyJudge
+
+            return NoveltyJudge(self.cfg.reviewer_check.novelty_threshold, self.embedder())
+        from failforge.judges.equality import EqualityJudge
+
+        return EqualityJudge(self.models["reviewer"])
+
+    def _measure_reviewer(self) -> None:
+        """The reviewer's error rate on hand-labelled instruction pairs, recorded in the run's
+        meta; its calls are counted apart from every arm's."""
+        from failforge.judges.measured import packaged_labels
+
+        spent: dict[str, Any] = {}
+        with self._counted(spent):
+            measure_judge(self.ctx, self.equality, labelled=(packaged_labels(EQUALITY_LABELS), EQUALITY_COLUMNS))
+        self.store.put_metrics(0, {"reviewer_check.labelled_calls": spent["reviewer_calls"]})
 
     # --- 1-3. the policy ----------------------------------------------------------------------
     def _train_policy(self, seeds: list[str]):
@@ -282,6 +304,11 @@ class TeamsRLLoop:
         """On reviewed training steps: does the reviewer give the same verdict with the
         two instructions swapped, and does it agree with an embedding-novelty rule?"""
         n, threshold = self.cfg.reviewer_check.n, self.cfg.reviewer_check.novelty_threshold
+        if self.cfg.review == "novelty":
+            # the rule is symmetric and is the rule it would be compared with: nothing to check
+            self.ctx.log("reviewer check: not applicable, the reviewer is the embedding rule")
+            self.store.put_metrics(0, {"reviewer_check.n": 0})
+            return
         reviewed = sorted((r for r in load(self.store, "rewrite") if r.provenance.stage == "train" and r.outcome in (NOT_EQUAL, EQUAL)), key=lambda r: r.id)
         if not n or not reviewed:
             self.store.put_metrics(0, {"reviewer_check.n": 0})
