@@ -12,7 +12,8 @@ from failforge.errors import ConfigError, DatasetError
 from failforge.train import ModelVersion, TrainSettings, plan_device
 from failforge.train.checkpointing import StepDir, atomic_dir, data_hash
 from failforge.train.classifier import classifier_rows
-from failforge.train.dpo import dpo_rows
+from failforge.train import device
+from failforge.train.dpo import dpo_rows, precompute_reference
 from failforge.train.gguf_export import _llama_permute
 from failforge.run.store import RunStore
 from failforge.train.sft import sft_rows, trainer_args
@@ -84,14 +85,130 @@ def test_classifier_rows_map_labels_to_indices():
         classifier_rows([{"text": "a", "label": 0}], None)
 
 
-def test_cpu_plan_turns_off_bf16_and_checkpointing():
-    plan = plan_device(TrainSettings(), device="cpu")
-    assert (plan.bf16, plan.fp16, plan.gradient_checkpointing) == (False, False, False)
-    assert plan.trainer_kwargs()["use_cpu"] is True and plan.threads >= 1
-    explicit = plan_device(TrainSettings(precision="bf16", gradient_checkpointing=True), device="cpu")
-    assert explicit.bf16 and explicit.gradient_checkpointing
-    with pytest.raises(ConfigError, match="train.precision: fp16 needs a CUDA GPU"):
+def _fake_rates(monkeypatch, fp32: float, bf16: float):
+    monkeypatch.setattr(device, "cpu_matmul_rates", lambda threads: {"fp32": fp32, "bf16": bf16, "threads": threads})
+
+
+def test_cpu_precision_follows_the_measured_matmul_rates(monkeypatch):
+    _fake_rates(monkeypatch, fp32=173, bf16=409)  # native bf16 (AVX512-BF16 / AMX)
+    plan = plan_device(TrainSettings(), device="cpu", threads=2)
+    assert (plan.bf16, plan.fp16, plan.precision) == (True, False, "bf16")
+    assert "bf16 409 GFLOP/s" in plan.precision_reason and "2.4x faster" in plan.precision_reason
+    assert plan.trainer_kwargs()["bf16"] is True and plan.trainer_kwargs()["use_cpu"] is True
+    _fake_rates(monkeypatch, fp32=173, bf16=90)  # bf16 emulated: slower than fp32
+    plan = plan_device(TrainSettings(), device="cpu", threads=2)
+    assert plan.precision == "fp32" and "not 1.3x faster" in plan.precision_reason
+    _fake_rates(monkeypatch, fp32=173, bf16=200)  # within the margin: not worth the casts
+    assert plan_device(TrainSettings(), device="cpu").precision == "fp32"
+
+
+def test_explicit_precision_and_checkpointing_win(monkeypatch):
+    _fake_rates(monkeypatch, fp32=173, bf16=409)
+    plan = plan_device(TrainSettings(precision="fp32", gradient_checkpointing=True), device="cpu")
+    assert (plan.precision, plan.gradient_checkpointing) == ("fp32", True)
+    assert plan.precision_reason == "train.precision: fp32"
+    assert plan.checkpointing_reason == "train.gradient_checkpointing: true"
+    assert plan.trainer_kwargs()["activation_checkpointing"] is True
+    assert plan_device(TrainSettings(precision="bf16"), device="cpu").bf16  # allowed, even where emulated
+
+
+def test_a_precision_the_device_cannot_run_is_one_line_naming_option_and_device(monkeypatch):
+    with pytest.raises(ConfigError, match=r"^train.precision: fp16 needs a CUDA GPU, this step runs on cpu$"):
         plan_device(TrainSettings(precision="fp16"), device="cpu")
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a, **k: "Tesla T4")
+    with pytest.raises(ConfigError, match=r"^train.precision: bf16 is not supported by this GPU \(Tesla T4\)"):
+        plan_device(TrainSettings(precision="bf16"), device="cuda")
+    plan = plan_device(TrainSettings(), device="cuda")  # auto on that GPU: fp16
+    assert plan.precision == "fp16" and "Tesla T4 has no bf16" in plan.precision_reason
+
+
+def test_matmul_rates_are_measured_once_per_machine_and_cached(monkeypatch, tmp_path):
+    calls = []
+
+    def measure(threads):
+        calls.append(threads)
+        return {"fp32": 100.0, "bf16": 250.0}
+
+    monkeypatch.setattr(device, "measure_matmul", measure)
+    first = device.cpu_matmul_rates(2, cache_dir=tmp_path)
+    again = device.cpu_matmul_rates(2, cache_dir=tmp_path)
+    assert calls == [2] and first == again and first["bf16"] == 250.0
+    device.cpu_matmul_rates(1, cache_dir=tmp_path)  # another thread count is another measurement
+    assert calls == [2, 1] and len(list(tmp_path.glob("cpu-matmul-*.json"))) == 2
+    (next(tmp_path.glob("cpu-matmul-*.json"))).write_text("{torn")  # a torn cache file is measured again
+    device.cpu_matmul_rates(2, cache_dir=tmp_path)
+    device.cpu_matmul_rates(1, cache_dir=tmp_path)
+    assert len(calls) == 3
+
+
+def test_the_real_matmul_micro_benchmark_is_short():
+    import time
+
+    t0 = time.perf_counter()
+    rates = device.measure_matmul(threads=1, n=256, rounds=2, seconds=0.02)
+    assert time.perf_counter() - t0 < 5 and rates["fp32"] > 0 and rates["bf16"] > 0
+
+
+SMOL = {"hidden_size": 576, "intermediate_size": 1536, "num_hidden_layers": 30, "vocab_size": 49152}
+
+
+def test_checkpointing_turns_on_only_when_memory_requires_it(monkeypatch, tmp_path):
+    _fake_rates(monkeypatch, fp32=173, bf16=90)
+    (tmp_path / "config.json").write_text(json.dumps(SMOL))
+    gib = 1024**3
+    monkeypatch.setattr(device, "free_memory", lambda dev: 20.0 * gib)
+    plan = plan_device(TrainSettings(kind="dpo"), device="cpu", checkpoint=tmp_path, sequences_per_row=2)
+    assert not plan.gradient_checkpointing
+    assert "8192 tokens a batch" in plan.checkpointing_reason and "20.0 GiB free" in plan.checkpointing_reason
+    monkeypatch.setattr(device, "free_memory", lambda dev: 4.0 * gib)
+    plan = plan_device(TrainSettings(kind="dpo"), device="cpu", checkpoint=tmp_path, sequences_per_row=2)
+    assert plan.gradient_checkpointing
+    # the estimate grows with the batch and halves its activations in bf16
+    small = device.step_memory(SMOL, 1024, "fp32")
+    assert device.step_memory(SMOL, 2048, "fp32") > small > device.step_memory(SMOL, 1024, "bf16")
+    assert device.step_memory(SMOL, 1024, "fp32", lora=False) > small  # full fine-tuning: gradients, Adam
+    # without a model config the old per-device default stands, with its reason
+    plan = plan_device(TrainSettings(), device="cpu")
+    assert not plan.gradient_checkpointing and "memory need unknown" in plan.checkpointing_reason
+
+
+def test_the_plan_and_its_reasons_go_to_the_store_and_the_log(monkeypatch, tmp_path, caplog):
+    _fake_rates(monkeypatch, fp32=173, bf16=409)
+    store = RunStore(tmp_path / "run.sqlite")
+    plan = plan_device(TrainSettings(), device="cpu", threads=2)
+    with caplog.at_level("INFO", logger="failforge.train"):
+        plan.record("proposer-1", store)
+    (rec,) = store.records("train_plan")
+    assert rec["_key"] == "proposer-1" and rec["precision"] == "bf16" and rec["gradient_checkpointing"] is False
+    assert "bf16 is 2.4x faster" in rec["precision_reason"] and rec["checkpointing_reason"]
+    assert "proposer-1: training on cpu, bf16 (matmul fp32 173 GFLOP/s" in caplog.text
+    store.close()
+
+
+@pytest.mark.parametrize(
+    ("kw", "rows", "expected"),
+    [
+        ({"max_steps": 8, "batch_size": 4}, 12, True),  # 32 visits of 12 rows: each row scored once, not ~3 times
+        ({"max_steps": 2, "batch_size": 4}, 12, False),  # 8 visits: precomputing would score 4 rows never trained on
+        ({"epochs": 3}, 10, True),
+        ({"epochs": 1}, 10, False),
+        ({"epochs": 1, "precompute_ref": True}, 10, True),
+        ({"max_steps": 8, "precompute_ref": False}, 4, False),
+    ],
+)
+def test_dpo_reference_is_precomputed_when_rows_are_visited_more_than_once(kw, rows, expected):
+    on, why = precompute_reference(TrainSettings(kind="dpo", **kw), rows)
+    assert on is expected and why
+
+
+def test_speed_settings_do_not_change_a_step_fingerprint(tmp_path):
+    rows = [{"prompt": "q", "completion": "a"}]
+    StepDir(tmp_path, "sft", BASE, TrainSettings(), rows).claim()
+    for kw in ({"precompute_ref": True}, {"precision": "bf16"}, {"gradient_checkpointing": True}):
+        StepDir(tmp_path, "sft", BASE, TrainSettings(**kw), rows).claim()  # no "settings differ"
 
 
 def test_step_dir_refuses_a_folder_of_another_step(tmp_path):

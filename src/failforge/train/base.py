@@ -43,10 +43,14 @@ class TrainSettings(BaseModel):
     #: DPO temperature
     beta: float = Field(0.1, gt=0)
     seed: int = 0
-    #: "auto" picks per device: fp32 and no gradient checkpointing on CPU (bf16 autocast +
-    #: checkpointing made a CPU LoRA DPO step ~2x slower, see docs/training.md), bf16 on GPUs
+    #: "auto" picks by measured capability: bf16 autocast on a GPU with bf16 (else fp16), and on a
+    #: CPU whose bf16 matmul is >= 1.3x its fp32 one (timed once per machine, cached); else fp32
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    #: null: on only when a worst-case batch would not fit in the free memory (docs/training.md)
     gradient_checkpointing: bool | None = None
+    #: DPO: the reference log-probabilities computed once per row before training;
+    #: null: when the step visits more rows than the data set has (several epochs)
+    precompute_ref: bool | None = None
     #: write the trained weights back into a GGUF so llama.cpp can serve them
     export_gguf: bool = True
     #: float type of the exported GGUF (norms stay f32 either way)

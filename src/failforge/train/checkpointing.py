@@ -37,7 +37,7 @@ log = logging.getLogger("failforge.train")
 DONE = "DONE"
 INPUTS = "inputs.json"
 #: settings that change files next to the weights but not the weights themselves
-_NOT_WEIGHTS = {"export_gguf", "gguf_dtype", "save_steps", "precision", "gradient_checkpointing"}
+_NOT_WEIGHTS = {"export_gguf", "gguf_dtype", "save_steps", "precision", "gradient_checkpointing", "precompute_ref"}
 
 
 # --- atomic writes ----------------------------------------------------------------

@@ -10,13 +10,21 @@ given. With LoRA, a previous version that carries an adapter is first merged int
 its weights (``plain_checkpoint``) and a fresh adapter is trained on top; TRL then
 computes reference log-probabilities with the new adapter disabled, which is the
 previous version exactly, without a second copy of the model in memory. Full
-fine-tuning (``lora: null``) keeps a frozen copy as the reference.
+fine-tuning (``lora: null``) keeps a frozen copy as the reference, unless the
+reference is precomputed.
+
+The reference is fixed for the step, so when the step visits more rows than there
+are (``precompute_reference``), TRL's ``precompute_ref_log_probs`` scores each row
+once before training instead of at every visit. Pairs are batched by length
+(``batching.group_dpo_by_length``): TRL 1.16 has no padding-free DPO.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+import os
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -73,38 +81,99 @@ def train_dpo(
             from datasets import Dataset
             from trl import DPOConfig, DPOTrainer
 
-            plan = plan_device(settings, threads=run_threads(store, log=log.info))
+            from failforge.train.batching import TokenCount, group_dpo_by_length
+
+            plan = plan_device(
+                settings, threads=run_threads(store, log=log.info), checkpoint=checkpoint, sequences_per_row=2
+            )
+            plan.record(name, store)
             plan.apply()
+            precompute, why = precompute_reference(settings, len(data))
+            log.info("%s: reference log-probabilities %s (%s)", name, "computed once per row" if precompute else "computed at every step", why)
             model, tokenizer = load_causal_lm(checkpoint, plan, settings)
             ref_model = None
             if separate_ref:
                 ref_model, _ = load_merged(ref.checkpoint, ref.adapter)
-            elif settings.lora is None:
+            elif settings.lora is None and not precompute:
                 ref_model, _ = load_causal_lm(checkpoint)  # full fine-tuning: a frozen copy of the previous version
+            # with LoRA the reference is the adapter-off model (no second copy); precomputed, TRL reads
+            # the untrained model once before the first step, so full fine-tuning needs no copy either
             if ref_model is not None:
                 ref_model.requires_grad_(False)
             args = DPOConfig(
                 **trainer_args(settings, plan, step.trainer_dir, quiet),
                 beta=settings.beta,
                 max_length=settings.max_length,
+                precompute_ref_log_probs=precompute,
+                # no autograd in the reference pass: twice the training batch fits in the same memory
+                precompute_ref_batch_size=2 * settings.batch_size,
             )
-            trainer = DPOTrainer(
-                model=model,
-                ref_model=ref_model,
-                args=args,
-                train_dataset=Dataset.from_list(data),
-                processing_class=tokenizer,
-                peft_config=lora_config(settings, "CAUSAL_LM"),
-            )
+            with _no_tqdm(quiet):  # TRL's reference pass has its own progress bar
+                trainer = DPOTrainer(
+                    model=model,
+                    ref_model=ref_model,
+                    args=args,
+                    # sorted by length, so the reference pass before training batches rows of similar length
+                    train_dataset=Dataset.from_list(sorted(data, key=_approx_length)),
+                    processing_class=tokenizer,
+                    peft_config=lora_config(settings, "CAUSAL_LM"),
+                )
             if len(trainer.train_dataset) == 0:  # TRL drops rows longer than max_length
                 raise DatasetError(
                     f"{name}: no training row fits in max_length={settings.max_length} tokens; raise the step's max_length"
                 )
+            group_dpo_by_length(trainer, settings.seed)
+            TokenCount().install(trainer)
             step.train(trainer, name, store, quiet, callbacks)
             save_weights(trainer.model, tokenizer, step, settings)
             del trainer, model, ref_model
     with quiet_progress(quiet):  # the GGUF export loads the merged weights
         return finish_causal(step, base, settings, name, checkpoint)
+
+
+def precompute_reference(settings: TrainSettings, rows: int) -> tuple[bool, str]:
+    """Whether TRL computes the reference log-probabilities once per row before training, and why.
+
+    Computed at every step, the reference pass runs once per row visit; precomputed, once
+    per row. Precomputing pays when the step visits more rows than there are (several
+    epochs, or ``max_steps`` beyond one epoch); otherwise it would also score rows
+    that a short step never reaches.
+    """
+    if settings.precompute_ref is not None:
+        return settings.precompute_ref, f"train.precompute_ref: {str(settings.precompute_ref).lower()}"
+    per_step = settings.batch_size * settings.gradient_accumulation_steps
+    if settings.max_steps is not None:
+        visits = settings.max_steps * per_step
+    else:
+        visits = int(settings.epochs * rows + 0.999)
+    verdict = f"{visits} row visits, {rows} rows"
+    return visits > rows, verdict
+
+
+@contextmanager
+def _no_tqdm(quiet: bool) -> Iterator[None]:
+    """TRL's reference pass reads ``TQDM_DISABLE`` for its progress bar."""
+    if not quiet:
+        yield
+        return
+    old = os.environ.get("TQDM_DISABLE")
+    os.environ["TQDM_DISABLE"] = "1"
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop("TQDM_DISABLE", None)
+        else:
+            os.environ["TQDM_DISABLE"] = old
+
+
+def _approx_length(row: dict[str, Any]) -> int:
+    """Characters of the prompt and the longer answer: the order TRL's reference pass batches rows in."""
+
+    def chars(x: Any) -> int:
+        return len(x) if isinstance(x, str) else sum(len(m["content"]) for m in x)
+
+    return chars(row["prompt"]) + max(chars(row["chosen"]), chars(row["rejected"]))
 
 
 def dpo_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -65,7 +65,10 @@ def train_sft(
             from datasets import Dataset
             from trl import SFTConfig, SFTTrainer
 
-            plan = plan_device(settings, threads=run_threads(store, log=log.info))
+            from failforge.train.batching import TokenCount, make_padding_free
+
+            plan = plan_device(settings, threads=run_threads(store, log=log.info), checkpoint=checkpoint)
+            plan.record(name, store)
             plan.apply()
             model, tokenizer = load_causal_lm(checkpoint, plan, settings)
             args = SFTConfig(
@@ -84,6 +87,8 @@ def train_sft(
                 raise DatasetError(
                     f"{name}: no training row fits in max_length={settings.max_length} tokens; raise the step's max_length"
                 )
+            make_padding_free(trainer)
+            TokenCount().install(trainer)
             step.train(trainer, name, store, quiet, callbacks)
             save_weights(trainer.model, tokenizer, step, settings)
             del trainer, model
