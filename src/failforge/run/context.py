@@ -4,6 +4,7 @@ progress bars and a log. Passed in explicitly; nothing global."""
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -15,6 +16,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from failforge.models import load_model
 from failforge.models.spec import ModelSpec
 from failforge.run.cached import CachedModel
+from failforge.run.calllog import ENV as CALL_LOG_ENV
+from failforge.run.calllog import attach_call_log
 from failforge.run.store import RunStore
 
 
@@ -46,6 +49,8 @@ class RunContext:
             self.release(role)  # a role holds one model at a time (e.g. the proposer after training)
             t = time.perf_counter()
             inner = load_model(spec)
+            if call_log := os.environ.get(CALL_LOG_ENV):
+                attach_call_log(inner, call_log, role)
             cached = CachedModel(inner, self.store, label=role, token_budget=self.token_budget)
             self._models[key] = cached
             self.log(f"loaded {role}: {spec.backend}:{spec.model} fingerprint={inner.fingerprint} ({time.perf_counter() - t:.1f}s)")

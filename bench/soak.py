@@ -1,0 +1,227 @@
+"""Kill the default job with SIGKILL at chosen moments, resume after each kill, and
+check that nothing was lost or done twice.
+
+One uninterrupted reference run, then one run killed ``--kills`` times and resumed
+after each kill. Each kill waits for its moment in the run's log and files:
+
+- ``generation``: the proposer or the target is answering (a "... to do" line with no
+  "done" yet), a random 1-12 s in;
+- ``judging``: the moment the target's answers are back, when the verdicts are
+  computed and written (the math judge is a program: this window is milliseconds);
+- ``training``: inside a training step (a "training ..." line, no "trained ..." yet),
+  a random 3-25 s in, so that some kills land after a checkpoint and some before;
+- ``gguf-export``: while a GGUF file is being written (its ``.*.gguf.tmp`` exists);
+- ``store-write``: the moment the store's write-ahead log grows.
+
+Every model call is logged at the backend (``FAILFORGE_CALL_LOG``, one line per
+answer computed, before the store commits it). At the end the script prints, and
+exits 1 unless all hold:
+
+- every export file of the killed run equals the reference's, byte for byte;
+- the killed run's store holds the same call keys as the reference's;
+- no answer was computed twice unless it was in flight at a kill (not yet in the
+  store when the process died);
+- the seconds of work redone: the killed run's total wall time minus the reference's.
+
+    .venv/bin/python bench/soak.py [--kills 10] [--seed 0] [--work DIR] [-- extra `failforge run` args]
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import filecmp
+import json
+import os
+import random
+import re
+import signal
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+FAILFORGE = str(Path(sys.executable).with_name("failforge"))
+PLAN = ["training", "gguf-export", "generation", "judging", "store-write", "training", "gguf-export", "generation", "training", "store-write"]
+POLL = 0.02
+
+
+def run_segment(args: list[str], run_dir: Path, call_log: Path, kill_at: str | None, rng: random.Random) -> dict:
+    """One process of the run; killed at ``kill_at`` (None: let it finish)."""
+    env = os.environ | {"FAILFORGE_CALL_LOG": str(call_log)}
+    log = run_dir / "run.log"
+    start_lines = _lines(log)
+    t0 = time.perf_counter()
+    proc = subprocess.Popen([FAILFORGE, *args], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    armed: float | None = None  # when the kill fires, once its moment is seen
+    wal = run_dir / "store.sqlite-wal"
+    wal_size = _size(wal)
+    while proc.poll() is None:
+        time.sleep(POLL)
+        if kill_at is None:
+            continue
+        new = _lines(log)[len(start_lines) :]
+        now = time.perf_counter()
+        if armed is None:
+            armed = _moment(kill_at, new, run_dir, wal, wal_size, rng, now)
+            wal_size = _size(wal)
+        if armed is not None and now >= armed and _still_in(kill_at, _lines(log)[len(start_lines) :], run_dir):
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            return {"killed": kill_at, "seconds": time.perf_counter() - t0, "last_line": (new[-1] if new else "")[-120:]}
+        if armed is not None and now >= armed:
+            armed = None  # the moment passed before the delay ran out: wait for the next one
+    err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
+    if proc.returncode != 0:
+        raise SystemExit(f"failforge {' '.join(args)} exited {proc.returncode}: {err.strip()[-400:]}")
+    return {"killed": None, "seconds": time.perf_counter() - t0}
+
+
+def _moment(kind: str, new: list[str], run_dir: Path, wal: Path, wal_size: int, rng: random.Random, now: float) -> float | None:
+    """When to kill, once the wanted moment has begun (None: not yet)."""
+    if kind == "gguf-export":
+        return now + rng.uniform(0, 0.5) if _gguf_tmp(run_dir) else None
+    if kind == "store-write":
+        return now if _size(wal) > wal_size else None
+    if not new:
+        return None
+    last = new[-1]
+    if kind == "generation" and re.search(r": \d+ to do$", last) and ("proposing" in last or "answers" in last):
+        return now + rng.uniform(1, 12)
+    if kind == "judging" and re.search(r"target answers: done", last):
+        return now
+    if kind == "training" and re.search(r"INFO training \S+:", last):
+        return now + rng.uniform(3, 25)
+    return None
+
+
+def _still_in(kind: str, new: list[str], run_dir: Path) -> bool:
+    if kind == "gguf-export":
+        return bool(_gguf_tmp(run_dir))
+    if kind in ("store-write", "judging"):
+        return True
+    last = new[-1] if new else ""
+    if kind == "generation":
+        return bool(re.search(r": \d+ to do$", last))
+    return bool(re.search(r"INFO training \S+:", last))
+
+
+def _gguf_tmp(run_dir: Path) -> list[Path]:
+    return list(run_dir.glob("**/.*.gguf.tmp"))
+
+
+def _lines(path: Path) -> list[str]:
+    try:
+        return path.read_text(errors="replace").splitlines()
+    except FileNotFoundError:
+        return []
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return 0
+
+
+def stored_keys(run_dir: Path) -> set[str]:
+    with sqlite3.connect(f"file:{run_dir / 'store.sqlite'}?mode=ro", uri=True) as db:
+        return {k for (k,) in db.execute("select key from calls")}
+
+
+def logged(call_log: Path) -> list[str]:
+    from failforge.run.calllog import read_call_log
+
+    return [x["key"] for x in read_call_log(call_log)] if call_log.exists() else []
+
+
+def export(run_dir: Path, out: Path) -> None:
+    subprocess.run([FAILFORGE, "export", str(run_dir), "-o", str(out)], check=True, stdout=subprocess.DEVNULL)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--kills", type=int, default=10)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--work", type=Path, default=None, help="folder for both runs (default: a new temporary one)")
+    ap.add_argument("extra", nargs="*", help="more `failforge run` arguments, after --")
+    a = ap.parse_args()
+    work = a.work or Path(tempfile.mkdtemp(prefix="failforge-soak-"))
+    work.mkdir(parents=True, exist_ok=True)
+    rng = random.Random(a.seed)
+    ref, soak = work / "reference", work / "killed"
+    ref_log, soak_log = work / "reference-calls.jsonl", work / "killed-calls.jsonl"
+
+    print(f"reference run in {ref}", flush=True)
+    ref_seg = run_segment(["run", "--run-dir", str(ref), *a.extra], ref, ref_log, None, rng)
+    print(f"  {ref_seg['seconds']:.0f} s, {len(logged(ref_log))} backend answers", flush=True)
+
+    plan = (PLAN * (a.kills // len(PLAN) + 1))[: a.kills]
+    segments, committed_at_kill = [], []
+    args = ["run", "--run-dir", str(soak), *a.extra]
+    for i, kind in enumerate([*plan, None]):
+        seg = run_segment(args, soak, soak_log, kind, rng)
+        seg["answers_logged"] = len(logged(soak_log))
+        segments.append(seg)
+        if seg["killed"] is None:
+            print(f"  segment {i + 1}: finished ({seg['seconds']:.0f} s)", flush=True)
+            break
+        committed_at_kill.append((len(logged(soak_log)), stored_keys(soak)))
+        print(f"  kill {i + 1} ({kind}) after {seg['seconds']:.1f} s; last line: {seg['last_line']}", flush=True)
+        args = ["resume", str(soak)]
+    else:
+        seg = run_segment(args, soak, soak_log, None, rng)
+        segments.append(seg)
+
+    # answers computed twice: fine only when the first one was not yet stored at the kill after it
+    keys = logged(soak_log)
+    seen: dict[str, int] = {}
+    repeated_in_flight = repeated_after_commit = 0
+    for n, key in enumerate(keys):
+        if key in seen:
+            first = seen[key]
+            kill = next((j for j, (upto, _) in enumerate(committed_at_kill) if upto > first), None)
+            if kill is not None and key not in committed_at_kill[kill][1]:
+                repeated_in_flight += 1
+            else:
+                repeated_after_commit += 1
+        else:
+            seen[key] = n
+    counts = collections.Counter(keys)
+
+    export(ref, work / "export-reference")
+    export(soak, work / "export-killed")
+    files = sorted(p.name for p in (work / "export-reference").iterdir())
+    same = [f for f in files if filecmp.cmp(work / "export-reference" / f, work / "export-killed" / f, shallow=False)]
+    ref_keys, soak_keys = stored_keys(ref), stored_keys(soak)
+    kills = [s for s in segments if s["killed"]]
+    total = sum(s["seconds"] for s in segments)
+    rows = {f: sum(1 for _ in open(work / "export-reference" / f)) for f in files}
+    result = {
+        "kills": len(kills),
+        "kills_by_moment": dict(collections.Counter(s["killed"] for s in kills)),
+        "export_files_equal": f"{len(same)}/{len(files)}",
+        "export_rows": rows,
+        "stored_calls_reference": len(ref_keys),
+        "stored_calls_killed": len(soak_keys),
+        "stored_keys_equal": ref_keys == soak_keys,
+        "backend_answers_reference": len(logged(ref_log)),
+        "backend_answers_killed": len(keys),
+        "answers_computed_twice_in_flight": repeated_in_flight,
+        "answers_computed_twice_after_commit": repeated_after_commit,
+        "most_times_one_answer_was_computed": max(counts.values(), default=0),
+        "seconds_reference": round(ref_seg["seconds"], 1),
+        "seconds_killed_run_total": round(total, 1),
+        "seconds_redone": round(total - ref_seg["seconds"], 1),
+        "work": str(work),
+    }
+    print(json.dumps(result, indent=1))
+    (work / "soak.json").write_text(json.dumps(result, indent=1) + "\n")
+    ok = len(same) == len(files) and ref_keys == soak_keys and repeated_after_commit == 0
+    sys.exit(0 if ok else 1)
+
+
+if __name__ == "__main__":
+    main()
