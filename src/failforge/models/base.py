@@ -16,6 +16,7 @@ import asyncio
 import hashlib
 import json
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -134,6 +135,10 @@ class ChatModel(ABC):
     backend: str = "base"
     #: the user-facing model name (as configured)
     name: str = ""
+    #: requests handed over at a time by the default ``stream`` (a backend's batch)
+    preferred_chunk: int = 16
+    #: natively async backends: requests the run cache keeps in flight at once
+    max_in_flight: int = 16
 
     @property
     @abstractmethod
@@ -157,6 +162,20 @@ class ChatModel(ABC):
 
     async def acomplete(self, requests: list[Request]) -> list[Completion]:
         return await self._acomplete(list(requests))
+
+    def stream(self, requests: list[Request], chunk_size: int | None = None) -> Iterator[list[tuple[int, Completion]]]:
+        """Answer every request, yielding groups of ``(index, completion)`` as they finish.
+
+        The run cache stores each group as it comes, so a finished answer is kept while
+        the others go on. The default answers ``chunk_size`` (``preferred_chunk``)
+        requests at a time through ``_complete``; a backend that decodes many requests
+        together overrides ``_stream`` to hand out each answer the moment it is done.
+        """
+        return self._stream(list(requests), chunk_size or self.preferred_chunk)
+
+    def _stream(self, requests: list[Request], chunk_size: int) -> Iterator[list[tuple[int, Completion]]]:
+        for i in range(0, len(requests), chunk_size):
+            yield list(enumerate(self._complete(requests[i : i + chunk_size]), start=i))
 
     def generate(
         self, conversations: list[str | Conversation], params: SamplingParams | None = None

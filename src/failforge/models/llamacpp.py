@@ -4,7 +4,9 @@ llama-cpp-python's high-level ``Llama`` decodes one sequence at a time. Here eac
 request gets its own KV-cache sequence (``seq_id``) in one context, and every
 ``llama_decode`` call carries one new token for each running sequence plus prompt
 tokens of newly admitted ones (continuous batching: a finished sequence's slot is
-freed with ``llama_memory_seq_rm`` and refilled at once). Token choice happens
+freed with ``llama_memory_seq_rm`` and refilled at once). Each answer is handed out
+(``stream``) at the step that finishes it, so the run cache stores it while the
+others go on decoding and the batch stays full until the work runs out. Token choice happens
 here, per request: greedy is argmax; sampling uses the request's own RNG seeded by
 ``request.seed``, so a sample never depends on which other requests share its batch.
 
@@ -20,6 +22,7 @@ import os
 import threading
 import time
 from collections import deque
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -132,6 +135,8 @@ class LlamaCppModel(ChatModel):
             raise ConfigError(f"batch_size: llamacpp decodes at most 256 sequences together, got {spec.batch_size}")
         self.batch_size = spec.batch_size
         self.preferred_chunk = spec.batch_size
+        #: called before each request joins the batch; raising stops admitting more (the run's token budget)
+        self.gate: Callable[[], None] | None = None
         self._lock = threading.Lock()
         self._model = self._ctx = self._batch = self._adapter = None
         self._weights_sha = cached_sha256(self.path)
@@ -263,12 +268,20 @@ class LlamaCppModel(ChatModel):
 
     # --- generation -------------------------------------------------------------
     def _complete(self, requests: list[Request]) -> list[Completion]:
+        results: list[Completion | None] = [None] * len(requests)
+        for group in self._stream(requests, self.batch_size):
+            for i, c in group:
+                results[i] = c
+        return results  # type: ignore[return-value]
+
+    def _stream(self, requests: list[Request], chunk_size: int) -> Iterator[list[tuple[int, Completion]]]:
+        # chunk_size is not used: every request joins the running batch as a slot frees
         if not requests:
-            return []
+            return
         if self._ctx is None:
             raise RuntimeError("LlamaCppModel is closed")
         with self._lock:
-            return self._run(requests)
+            yield from self._run(requests)
 
     def _new_seq(self, index: int, request: Request, seq_id: int) -> _Seq:
         prompt = self.prompt_tokens(request)
@@ -292,10 +305,11 @@ class LlamaCppModel(ChatModel):
             started=time.perf_counter(),
         )
 
-    def _run(self, requests: list[Request]) -> list[Completion]:
+    def _run(self, requests: list[Request]) -> Iterator[list[tuple[int, Completion]]]:
+        """Decode every request; after each step, yield the ones that finished in it."""
         ll = self._ll
-        results: list[Completion | None] = [None] * len(requests)
         pending = deque(range(len(requests)))
+        stopped: BaseException | None = None  # what the gate raised: admit no more, finish the rest
         free_ids = list(range(self.batch_size - 1, -1, -1))
         running: list[_Seq] = []
         batch = self._batch
@@ -304,8 +318,17 @@ class LlamaCppModel(ChatModel):
                 # nothing is running (the start, or a whole batch just ended): start clean
                 ll.llama_memory_clear(self._mem, True)
             while pending and free_ids:
+                if self.gate is not None:
+                    try:
+                        self.gate()
+                    except Exception as e:  # the token budget: the sequences running finish and are handed out
+                        stopped = e
+                        pending.clear()
+                        break
                 i = pending.popleft()
                 running.append(self._new_seq(i, requests[i], free_ids.pop()))
+            if not running:
+                break
             # Tokens in ascending seq_id order: llama.cpp decodes a batch whose streams come
             # out of order markedly slower (measured 30-50% per step with 4 streams).
             running.sort(key=lambda s: s.seq_id)
@@ -335,12 +358,13 @@ class LlamaCppModel(ChatModel):
                 ptr = ll.llama_get_logits_ith(self._ctx, pos)
                 logits = np.ctypeslib.as_array(ptr, shape=(self.n_vocab,))
                 self._step(s, logits)
+            finished: list[tuple[int, Completion]] = []
             for s in [s for s in running if s.finish]:
                 running.remove(s)
                 ll.llama_memory_seq_rm(self._mem, s.seq_id, -1, -1)
                 free_ids.append(s.seq_id)
                 free_ids.sort(reverse=True)  # pop() hands out the lowest free id
-                results[s.index] = Completion(
+                finished.append((s.index, Completion(
                     text=s.text,
                     prompt_tokens=len(s.prompt),
                     completion_tokens=len(s.out),
@@ -348,8 +372,12 @@ class LlamaCppModel(ChatModel):
                     finish_reason=s.finish,
                     sample_index=requests[s.index].sample_index,
                     logprobs=s.logprobs if s.want_logprobs else None,
-                )
-        return results  # type: ignore[return-value]
+                )))
+            if finished:
+                # the caller stores these now; their slots are refilled at the next step
+                yield finished
+        if stopped is not None:
+            raise stopped
 
     @staticmethod
     def _put(batch, n: int, token: int, pos: int, seq_id: int, output: bool) -> int:

@@ -9,6 +9,11 @@ callers on any event loop share one connection pool and one in-flight bound
 (``spec.max_concurrency``), and a sync caller inside a running loop (a notebook)
 still works.
 
+``base_url`` may list several endpoints serving the same model: each request goes
+to the endpoint with the fewest requests outstanding (``models/endpoints.py``), an
+endpoint that fails its health check is ejected and checked again later, and the
+fingerprint names the served model, not the URLs, so adding an endpoint keeps the cache.
+
 Retries wait outside the concurrency slot: a request that backs off gives its slot
 to the next one. A 400, 413 or 422 refuses one request (a prompt past the context
 window, say), not the server: that request's Completion carries ``error`` and the
@@ -35,6 +40,7 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_aft
 
 from failforge.errors import ConfigError, ModelUnavailable
 from failforge.models.base import ChatModel, Completion, Request, fingerprint_of
+from failforge.models.endpoints import ALIVE, Balancer, Endpoint
 from failforge.models.ratelimit import MinuteLimiter, estimate_tokens
 from failforge.models.spec import ModelSpec
 
@@ -151,18 +157,34 @@ class OpenAIModel(ChatModel):
     #: CachedModel commits every answer as it arrives; the semaphore bounds what is in flight
     preferred_chunk = 1
 
-    def __init__(self, spec: ModelSpec, *, backoff_base_s: float = 0.5, backoff_cap_s: float = 30.0):
+    def __init__(
+        self,
+        spec: ModelSpec,
+        *,
+        backoff_base_s: float = 0.5,
+        backoff_cap_s: float = 30.0,
+        eject_s: float = 10.0,
+        eject_cap_s: float = 120.0,
+    ):
         if not spec.base_url:
             raise ConfigError("openai backend: 'base_url' is required, e.g. http://127.0.0.1:8000/v1")
-        try:
-            url = httpx.URL(spec.base_url)
-        except httpx.InvalidURL as e:
-            raise ConfigError(f"openai backend: base_url {spec.base_url!r} is not a URL: {one_line(str(e))}") from None
-        if url.scheme not in ("http", "https") or not url.host:
-            raise ConfigError(f"openai backend: base_url {spec.base_url!r} must start with http:// or https://")
+        urls = [spec.base_url] if isinstance(spec.base_url, str) else list(spec.base_url)
+        for u in urls:
+            try:
+                url = httpx.URL(u)
+            except httpx.InvalidURL as e:
+                raise ConfigError(f"openai backend: base_url {u!r} is not a URL: {one_line(str(e))}") from None
+            if url.scheme not in ("http", "https") or not url.host:
+                raise ConfigError(f"openai backend: base_url {u!r} must start with http:// or https://")
+        urls = [u.rstrip("/") for u in urls]
+        if len(set(urls)) != len(urls):
+            dup = next(u for u in urls if urls.count(u) > 1)
+            raise ConfigError(f"openai backend: base_url lists {dup!r} twice")
         self.spec = spec
         self.name = spec.model
-        self.base_url = spec.base_url.rstrip("/")
+        #: the first endpoint (the only one, mostly): what messages and the repr name
+        self.base_url = urls[0]
+        self.urls = urls
         self.backoff_base_s = backoff_base_s
         self.backoff_cap_s = backoff_cap_s
         # The key goes straight into the client's headers (whose repr masks it) and
@@ -179,9 +201,15 @@ class OpenAIModel(ChatModel):
         self._client = httpx.AsyncClient(
             headers=headers,
             timeout=httpx.Timeout(spec.timeout_s),
-            limits=httpx.Limits(max_connections=n, max_keepalive_connections=n),
+            limits=httpx.Limits(max_connections=n * len(urls), max_keepalive_connections=n * len(urls)),
         )
-        self._semaphore = asyncio.Semaphore(n)
+        #: max_concurrency requests in flight on each endpoint, each sent where fewest are outstanding
+        self._balancer = Balancer(
+            [Endpoint(u) for u in urls], n, self._health, eject_s=eject_s, eject_cap_s=eject_cap_s, on_event=self._endpoint_event
+        )
+        #: the run cache keeps this many requests in flight: twice the slots, so that a
+        #: request backing off (it holds no slot) leaves none of them idle
+        self.max_in_flight = 2 * n * len(urls)
         self._limiter = MinuteLimiter(spec.max_requests_per_minute, spec.max_tokens_per_minute)
         #: called before a request is first sent, holding its slot; raising stops it (the run's token budget)
         self.gate: Callable[[], None] | None = None
@@ -194,7 +222,8 @@ class OpenAIModel(ChatModel):
         self._retry_log_level = logging.WARNING
 
     def __repr__(self) -> str:
-        return f"OpenAIModel(base_url={self.base_url!r}, model={self.name!r})"
+        url = self.base_url if len(self.urls) == 1 else self.urls
+        return f"OpenAIModel(base_url={url!r}, model={self.name!r})"
 
     # --- the private loop and its client ------------------------------------
     def _run(self, coro: Coroutine) -> concurrent.futures.Future:
@@ -214,6 +243,7 @@ class OpenAIModel(ChatModel):
             runner, self._runner = self._runner, None
         if runner is not None:  # else the client never opened a connection
             try:
+                runner.submit(self._balancer.aclose()).result(timeout=10)
                 runner.submit(self._client.aclose()).result(timeout=10)
             except Exception:  # closing must never mask the caller's own error
                 log.debug("closing the HTTP client failed", exc_info=True)
@@ -244,21 +274,23 @@ class OpenAIModel(ChatModel):
         log.log(
             self._retry_log_level,
             "openai backend: %s failed (%s), attempt %d of %d",
-            self.base_url, describe(exc) if exc else "?", state.attempt_number, self.spec.max_retries + 1,
+            self.base_url if len(self.urls) == 1 else f"{self.spec.model!r} on {len(self.urls)} endpoints",
+            describe(exc) if exc else "?", state.attempt_number, self.spec.max_retries + 1,
         )
 
     async def _send(
-        self, method: str, path: str, json: dict | None = None, *, completion: bool = False
+        self, method: str, path: str, json: dict | None = None, *, completion: bool = False, endpoint: Endpoint | None = None
     ) -> tuple[httpx.Response, dict | None, float]:
         """One HTTP exchange with bounded retries: the response, its parsed chat
         completion (``completion`` and a 2xx answer, else None) and its latency.
 
-        A completion attempt holds a concurrency slot only while it is on the wire;
-        the waits between attempts hold none.
+        A completion attempt takes a slot on the endpoint with the fewest requests
+        outstanding, and holds it only while it is on the wire: the waits between
+        attempts hold none. Other requests go to ``endpoint`` (default: the first).
         """
-        url = self.base_url + path
         estimate = estimate_tokens(len(str(json.get("messages", ""))), int(json.get("max_tokens") or 0)) if json else 0
         first = True
+        ep = endpoint or self._balancer.endpoints[0]
         try:
             async for attempt in AsyncRetrying(
                 retry=retry_if_exception(_is_transient),
@@ -269,17 +301,23 @@ class OpenAIModel(ChatModel):
             ):
                 with attempt:
                     window = await self._limiter.acquire(estimate) if completion else None
-                    slot: AbstractAsyncContextManager = self._semaphore if completion else nullcontext()
                     try:
-                        async with slot:
+                        if completion:
+                            ep = await self._balancer.acquire()
+                        try:
                             if completion and first and self.gate is not None:
                                 self.gate()
                             first = False
-                            resp, data, latency = await self._attempt(method, url, json, completion)
+                            resp, data, latency = await self._attempt(method, ep.url + path, json, completion)
+                        finally:
+                            if completion:
+                                await self._balancer.release(ep)
                     except (_Retryable, *_TRANSIENT) as e:
                         self._count(f"fault: {fault_kind(e)}")
                         if window is not None:
                             window.tokens = 0
+                        if completion:  # with several endpoints: is this one down?
+                            await self._balancer.failed(ep, busy=isinstance(e, _Retryable) and e.kind == "HTTP 429")
                         raise
                     except BaseException:
                         if window is not None:
@@ -292,10 +330,10 @@ class OpenAIModel(ChatModel):
         except _TRANSIENT + (_Retryable,) as e:
             self._count("gave up")
             raise ModelUnavailable(
-                f"openai backend: {url} failed after {self.spec.max_retries + 1} attempts: {describe(e)}"
+                f"openai backend: {ep.url + path} failed after {self.spec.max_retries + 1} attempts: {describe(e)}"
             ) from None
         except httpx.HTTPError as e:  # not transient: a bad URL, protocol misuse
-            raise ModelUnavailable(f"openai backend: {url}: {describe(e)}") from None
+            raise ModelUnavailable(f"openai backend: {ep.url + path}: {describe(e)}") from None
         return resp, data, latency
 
     async def _attempt(self, method: str, url: str, json: dict | None, completion: bool) -> tuple[httpx.Response, dict | None, float]:
@@ -335,32 +373,96 @@ class OpenAIModel(ChatModel):
         )
 
     # --- model list, fingerprint ---------------------------------------------
-    async def _amodels(self, strict: bool = False) -> list[dict] | None:
+    async def _amodels(self, endpoint: Endpoint | None = None, strict: bool = False) -> list[dict] | None:
         """GET /models; None where the server has no such route. ``strict``: an answer
         that is not JSON is an error (a web server that is not a model server)."""
-        resp, _, _ = await self._send("GET", "/models")
+        ep = endpoint or self._balancer.endpoints[0]
+        resp, _, _ = await self._send("GET", "/models", endpoint=ep)
+        return self._models_of(ep, resp, strict)
+
+    def _models_of(self, ep: Endpoint, resp: httpx.Response, strict: bool) -> list[dict] | None:
         if resp.status_code in (404, 405):
             return None
         if resp.status_code >= 400:
-            raise self._rejected(self.base_url + "/models", resp)
+            raise self._rejected(ep.url + "/models", resp)
         try:
             data = resp.json().get("data", [])
         except (ValueError, AttributeError):
             if strict:
                 raise ModelUnavailable(
-                    f"openai backend: {self.base_url}/models answered with something that is not JSON: {one_line(resp.text, 120)}"
+                    f"openai backend: {ep.url}/models answered with something that is not JSON: {one_line(resp.text, 120)}"
                 ) from None
             return None
         return [m for m in data if isinstance(m, dict) and "id" in m]
+
+    async def _health(self, ep: Endpoint) -> object:
+        """One ``GET /models`` on one endpoint, no retries: raises when it is down, else
+        returns what it serves (``ALIVE`` when it is only busy)."""
+        resp = await self._client.get(ep.url + "/models", timeout=min(self.spec.timeout_s, 10.0))
+        if resp.status_code == 429:
+            return ALIVE
+        if resp.status_code >= 500:
+            raise _Retryable(f"HTTP {resp.status_code}: {_server_message(resp)}", kind=f"HTTP {resp.status_code}")
+        return self._server_model(self._models_of(ep, resp, strict=True))
+
+    def _endpoint_event(self, kind: str, ep: Endpoint, why: str) -> None:
+        if kind == "ejected":
+            self._count("endpoint ejected")
+            log.warning("openai backend: %s failed its health check (%s); its requests go to the other endpoints", ep.url, why)
+        elif kind == "retired":
+            self._count("endpoint retired")
+            log.warning("openai backend: %s %s; it gets no more requests", ep.url, why)
+        else:
+            log.info("openai backend: %s is back (%s)", ep.url, why)
+
+    async def _aserved(self, strict: bool = False) -> tuple[dict | None, list[dict] | None]:
+        """What the endpoints serve (the fingerprint's part) and the model list of one.
+
+        One endpoint: its ``GET /models`` with retries, as always. Several: each is asked
+        once, at the same time; those that do not answer are ejected (and checked again
+        later), those that answer must serve the same model.
+        """
+        eps = self._balancer.endpoints
+        if len(eps) == 1:
+            models = await self._amodels(eps[0], strict=strict)
+            served = self._server_model(models)
+        else:
+
+            async def ask(ep: Endpoint) -> list[dict] | None:
+                resp = await self._client.get(ep.url + "/models", timeout=min(self.spec.timeout_s, 10.0))
+                if resp.status_code == 429 or resp.status_code >= 500:
+                    raise _Retryable(f"HTTP {resp.status_code}: {_server_message(resp)}", kind=f"HTTP {resp.status_code}")
+                return self._models_of(ep, resp, strict)
+
+            answers = await asyncio.gather(*(ask(ep) for ep in eps), return_exceptions=True)
+            up = [(ep, a) for ep, a in zip(eps, answers) if not isinstance(a, BaseException)]
+            if not up:
+                # none answered at once: the first with its retries gives the usual error (or answers late)
+                models = await self._amodels(eps[0], strict=strict)
+                up = [(eps[0], models)]
+            served_by = {ep.url: self._server_model(a) for ep, a in up}
+            if len({repr(v) for v in served_by.values()}) > 1:
+                shown = "; ".join(f"{u} serves {v}" for u, v in served_by.items())
+                raise ModelUnavailable(f"openai backend: the endpoints of {self.spec.model!r} serve different models: {shown}")
+            models, served = up[0][1], served_by[up[0][0].url]
+            for ep, a in zip(eps, answers):
+                if isinstance(a, BaseException):
+                    if isinstance(a, ModelUnavailable):
+                        raise a  # an endpoint that answers but refuses (a wrong key, HTML): a config error
+                    self._balancer.eject(ep, describe(a))
+        self._balancer.expected = served
+        return served, models
 
     def probe(self) -> list[str]:
         """Pre-flight check: the server answers; returns the model ids it lists ([] if it lists none).
 
         Raises ModelUnavailable (one line) when it cannot be reached or rejects the key.
+        With several endpoints, one that answers is enough (the others are ejected and
+        checked again later); all that answer must serve the same model.
         """
         # retries stay out of the terminal here: pre-flight ends in one line either way
         self._retry_log_level = logging.DEBUG
-        models = self._run(self._amodels(strict=True)).result()
+        _, models = self._run(self._aserved(strict=True)).result()
         if models is None and not self.base_url.endswith("/v1"):
             log.warning("openai backend: %s has no /models route; most servers want base_url to end in /v1", self.base_url)
         return [m["id"] for m in models or []]
@@ -378,12 +480,12 @@ class OpenAIModel(ChatModel):
 
     @property
     def fingerprint(self) -> str:
+        # the served model, not the URLs: adding or moving an endpoint keeps every cached answer
         if self._fingerprint is None:
-            server_model = self._server_model(self._run(self._amodels()).result())
+            served, _ = self._run(self._aserved()).result()
             self._fingerprint = fingerprint_of(
                 backend=self.backend,
-                base_url=self.base_url,
-                server_model=server_model,
+                server_model=served,
                 model=self.spec.model,
                 chat_template=self.spec.chat_template,
             )
@@ -413,8 +515,8 @@ class OpenAIModel(ChatModel):
         return body
 
     async def _one(self, r: Request) -> Completion:
-        url = self.base_url + "/chat/completions"
         resp, data, latency = await self._send("POST", "/chat/completions", self._body(r), completion=True)
+        url = str(resp.request.url)  # the endpoint that answered
         if resp.status_code in ITEM_ERRORS:
             # this request is refused, not the server: the caller records the error and goes on
             error = f"HTTP {resp.status_code}: {_server_message(resp)}"

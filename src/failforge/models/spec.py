@@ -31,11 +31,11 @@ class ModelSpec(BaseModel):
     #: transformers: torch device and dtype
     device: str = "cpu"
     dtype: Literal["float32", "bfloat16", "float16", "auto"] = "float32"
-    #: openai: server root, e.g. http://127.0.0.1:8000/v1
-    base_url: str | None = None
+    #: openai: server root, e.g. http://127.0.0.1:8000/v1, or a list of servers of the same model (least outstanding requests, health-checked)
+    base_url: str | list[str] | None = None
     #: openai: name of the environment variable that holds the API key (never the key itself)
     api_key_env: str | None = None
-    #: openai: requests in flight at once
+    #: openai: requests in flight at once (on each endpoint)
     max_concurrency: int = Field(8, ge=1)
     #: openai: per-request timeout, seconds
     timeout_s: float = Field(120.0, gt=0)

@@ -208,9 +208,19 @@ class RunStore:
                     )
         return out
 
-    def put_calls(self, fingerprint: str, model: str, items: list[tuple[str, Request, Completion]]) -> None:
+    def put_calls(
+        self,
+        fingerprint: str,
+        model: str,
+        items: list[tuple[str, Request, Completion]],
+        events: tuple[str, dict[str, int]] | None = None,
+    ) -> None:
+        """Store answered calls in one transaction, flushed to disk before it returns;
+        ``events`` (source, counts) are added to ``backend_events`` in the same one."""
         now = time.time()
         with self.transaction(self.calls_synchronous) as c:
+            if events is not None and events[1]:
+                self._add_events(c, *events)
             before = c.total_changes
             c.executemany(
                 "INSERT OR IGNORE INTO calls VALUES (?,?,?,?,?,?,?,?,?,?,?)",
@@ -250,12 +260,16 @@ class RunStore:
         if not counts:
             return
         with self.transaction() as c:
-            row = c.execute("SELECT value FROM meta WHERE key='backend_events'").fetchone()
-            events = json.loads(row[0]) if row else {}
-            mine = events.setdefault(source, {})
-            for name, n in counts.items():
-                mine[name] = int(mine.get(name, 0)) + int(n)
-            c.execute("INSERT OR REPLACE INTO meta VALUES ('backend_events', ?)", (json.dumps(events),))
+            self._add_events(c, source, counts)
+
+    @staticmethod
+    def _add_events(c: sqlite3.Connection, source: str, counts: dict[str, int]) -> None:
+        row = c.execute("SELECT value FROM meta WHERE key='backend_events'").fetchone()
+        events = json.loads(row[0]) if row else {}
+        mine = events.setdefault(source, {})
+        for name, n in counts.items():
+            mine[name] = int(mine.get(name, 0)) + int(n)
+        c.execute("INSERT OR REPLACE INTO meta VALUES ('backend_events', ?)", (json.dumps(events),))
 
     def call_totals(self, fingerprint: str | None = None) -> dict[str, float]:
         sql = "SELECT COUNT(*), COALESCE(SUM(prompt_tokens),0), COALESCE(SUM(completion_tokens),0), COALESCE(SUM(latency_s),0) FROM calls"

@@ -1,0 +1,170 @@
+"""The driver at scale, simulated: 10^6 model calls through the run cache against an
+instant fake backend.
+
+What it measures, at each checkpoint (10^4, 10^5, 10^6 rows by default):
+
+- **driver overhead per call**: wall time of ``CachedModel.generate`` minus the time
+  spent inside the backend, per call, over the calls since the previous checkpoint
+  (cache keys, look-ups, commits, bookkeeping). Flat means it does not grow with the
+  store.
+- **store size**: ``store.sqlite`` plus its WAL, bytes per row.
+- **resume**: a second ``RunStore`` opened on the same file as ``failforge resume``
+  opens it (migration check, token count), then the time until the first
+  ``generate`` of ``--per-call`` requests comes back from the cache (what a resume
+  waits before it goes on), and the look-up cost per call over ``--sample`` requests
+  drawn at random from everything stored.
+
+Each ``generate`` hands over ``--per-call`` requests (a method's stage); the fake
+backend answers a chunk of ``--chunk`` requests at a time (``preferred_chunk``) or,
+with ``--async``, one request per call behind the run cache's window of
+``--window`` requests in flight (the path of server clients and replica pools).
+
+    .venv/bin/python bench/driver_scale.py                       # 10^6 calls, ~2-3 minutes here
+    .venv/bin/python bench/driver_scale.py --calls 100000 --checkpoints 10000,100000
+    .venv/bin/python bench/driver_scale.py --async --calls 100000 --checkpoints 10000,100000
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import random
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from failforge.models.base import ChatModel, Completion, Request, SamplingParams, as_conversation, fingerprint_of
+
+TOPICS = ["the ocean", "volcanoes", "honey bees", "the moon", "chess", "bread baking", "rainforests", "trains"]
+PARAMS = SamplingParams(max_tokens=256, temperature=0.7, top_p=0.95, seed=1234)
+
+
+def prompt(i: int) -> str:
+    # about 120 characters, unique per i, like a generated instruction
+    return f"Question {i}: write a short, factual paragraph about {TOPICS[i % len(TOPICS)]} for a curious twelve-year-old reader."
+
+
+class InstantModel(ChatModel):
+    """Answers at once with a 400-character text; counts the time spent inside."""
+
+    backend = "fake"
+    name = "instant"
+
+    def __init__(self, chunk: int = 16, window: int = 64):
+        self.preferred_chunk = chunk
+        self.max_in_flight = window
+        self.inside_s = 0.0
+        self._body = "x" * 380
+
+    @property
+    def fingerprint(self) -> str:
+        return fingerprint_of(backend=self.backend, name=self.name)
+
+    def _complete(self, requests: list[Request]) -> list[Completion]:
+        t0 = time.perf_counter()
+        out = [
+            Completion(text=f"answer {r.seed}: {self._body}", prompt_tokens=32, completion_tokens=96, sample_index=r.sample_index)
+            for r in requests
+        ]
+        self.inside_s += time.perf_counter() - t0
+        return out
+
+
+class InstantAsyncModel(InstantModel):
+    """The same, natively async: one request per call, answered without waiting."""
+
+    async def _acomplete(self, requests: list[Request]) -> list[Completion]:
+        return self._complete(requests)
+
+
+def store_bytes(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.parent.glob(path.name + "*"))
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--calls", type=int, default=1_000_000)
+    ap.add_argument("--checkpoints", default="10000,100000,1000000", help="row counts to report at (comma-separated)")
+    ap.add_argument("--per-call", type=int, default=1000, help="requests per generate call")
+    ap.add_argument("--chunk", type=int, default=16, help="the fake backend's batch (preferred_chunk)")
+    ap.add_argument("--async", dest="use_async", action="store_true", help="a natively async backend behind the window")
+    ap.add_argument("--window", type=int, default=64, help="--async: requests in flight")
+    ap.add_argument("--sample", type=int, default=10000, help="requests looked up at random per resume measure")
+    ap.add_argument("--dir", default=None, help="where the store goes (default: a temporary folder)")
+    args = ap.parse_args(argv)
+    try:
+        checkpoints = sorted({int(float(x)) for x in args.checkpoints.split(",") if x.strip()})
+    except ValueError:
+        print(f"error: --checkpoints {args.checkpoints!r}: expected numbers separated by commas", file=sys.stderr)
+        return 2
+    if args.calls < 1 or args.per_call < 1 or not checkpoints or checkpoints[-1] > args.calls or checkpoints[0] < 1:
+        print("error: --calls, --per-call and every checkpoint must be positive, checkpoints at most --calls", file=sys.stderr)
+        return 2
+
+    from failforge.run.cached import CachedModel
+    from failforge.run.store import RunStore
+
+    tmp = tempfile.TemporaryDirectory(prefix="failforge-driver-", dir=args.dir)
+    path = Path(tmp.name) / "store.sqlite"
+    inner = (InstantAsyncModel if args.use_async else InstantModel)(chunk=args.chunk, window=args.window)
+    store = RunStore(path)
+    model = CachedModel(inner, store)
+    print(
+        f"{args.calls:,} calls, {args.per_call} per generate, "
+        + (f"async backend, window {args.window}" if args.use_async else f"backend chunk {args.chunk}")
+        + f", store in {path.parent}"
+    )
+    print(f"{'rows':>9} | {'driver us/call':>14} | {'of which backend':>16} | {'store MB':>8} | {'B/row':>6} | "
+          f"{'resume open s':>13} | {'first 1000 s':>12} | {'look-up us/call':>15}")  # fmt: skip
+
+    done = 0
+    seg_wall = seg_inside = 0.0
+    seg_calls = 0
+    for target in checkpoints:
+        while done < target:
+            n = min(args.per_call, target - done)
+            convs = [as_conversation(prompt(i)) for i in range(done, done + n)]
+            before = inner.inside_s
+            t0 = time.perf_counter()
+            model.generate(convs, PARAMS)
+            seg_wall += time.perf_counter() - t0
+            seg_inside += inner.inside_s - before
+            seg_calls += n
+            done += n
+        assert model.sent == done, (model.sent, done)
+        per_call = (seg_wall - seg_inside) / seg_calls * 1e6
+        inside = seg_inside / seg_calls * 1e6
+        size = store_bytes(path)
+
+        # resume: a second writer-mode store on the same file, as `failforge resume` opens it
+        t0 = time.perf_counter()
+        again = RunStore(path)
+        again.tokens_spent()
+        open_s = time.perf_counter() - t0
+        fresh = (InstantAsyncModel if args.use_async else InstantModel)(chunk=args.chunk, window=args.window)
+        resumed = CachedModel(fresh, again)
+        t0 = time.perf_counter()
+        resumed.generate([as_conversation(prompt(i)) for i in range(min(args.per_call, done))], PARAMS)
+        first_s = time.perf_counter() - t0
+        ids = random.Random(done).sample(range(done), min(args.sample, done))
+        convs = [as_conversation(prompt(i)) for i in ids]
+        t0 = time.perf_counter()
+        resumed.generate(convs, PARAMS)
+        lookup = (time.perf_counter() - t0) / len(ids) * 1e6
+        assert resumed.sent == 0, "a resume must answer everything from the store"
+        again.close()
+
+        print(f"{done:>9,} | {per_call:>14.1f} | {inside:>16.1f} | {size / 1e6:>8.1f} | {size / done:>6.0f} | "
+              f"{open_s:>13.3f} | {first_s:>12.3f} | {lookup:>15.1f}", flush=True)  # fmt: skip
+        seg_wall = seg_inside = 0.0
+        seg_calls = 0
+
+    model.close()
+    store.close()
+    tmp.cleanup()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
