@@ -1,11 +1,27 @@
-"""Seconds per training step on this machine: LoRA SFT and DPO on the bundled SmolLM2-135M.
+"""Training speed against the machine's own bound: LoRA SFT and DPO on the bundled SmolLM2-135M.
 
-Batch 4 x 256 tokens. Our per-device settings (fp32, no gradient checkpointing on a
-CPU) against TRL's defaults (bf16 autocast + gradient checkpointing), which get
-fewer steps because they are slow. Prints one line per configuration and the
-ratio; the load average is printed too, since a shared machine skews timings.
+First the machine's matmul rate is measured at each precision (fp32, bf16; best of
+several rounds, as ``failforge.train.device`` does for its choice). Then each
+configuration trains a few steps through ``train_sft`` / ``train_dpo`` on rows of
+varied length (batch 4, at most 256 tokens a row, LoRA r=16), and the
+configurations alternate round by round, so a busy machine slows them alike:
 
-    .venv/bin/python bench/train_step.py [--steps 3] [--default-steps 1]
+    SFT  fp32 | bf16 autocast | fp32 + checkpointing | bf16 + checkpointing | bf16, padded batches
+    DPO  the same four, each with the reference precomputed and computed at every step
+
+For each configuration it prints the median seconds per step (the first step of
+each run is left out: it pays one-off costs), tokens per second, the share of real
+tokens among the token slots computed, and the fraction of the FLOP bound:
+
+    FLOPs:  SFT  4 x params x real tokens            (LoRA: forward, plus the backward pass to the inputs)
+            DPO  4 x params x real tokens of chosen + rejected
+                 + 2 x params x the tokens of the reference forward (at every step: the same batch;
+                   precomputed: every row once, before training, timed and added to the step times)
+    bound:  the measured matmul rate at the configuration's precision
+
+``auto`` marks the configuration failforge picks by itself on this machine.
+
+    .venv/bin/python bench/train_step.py [--steps 3] [--rounds 2] [--only sft|dpo] [--match TEXT]
 """
 
 from __future__ import annotations
@@ -16,21 +32,34 @@ import shutil
 import statistics
 import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from failforge.models.registry import resolve_weights
+from failforge.run.store import RunStore
 from failforge.train import TrainSettings, train_dpo, train_sft, version_from_gguf
+from failforge.train import batching, device
 from failforge.train.callbacks import StepRecorder  # noqa: F401  (imports transformers before timing)
 
 SEQ = 256
 BATCH = 4
-# a long assistant answer so that each row fills the 256-token window after truncation
-LONG = " ".join(f"Step {i}: add {i} apples to the basket and count them again carefully." for i in range(40))
+SENTENCE = "Step {i}: add {i} apples to the basket and count them again carefully."
+# answers of 1 to 16 sentences (about 17 tokens each): rows from ~30 to 256 tokens, as real data varies
+SIZES = [1, 9, 4, 14, 2, 11, 6, 16, 3, 8, 13, 5, 10, 7, 15, 12]
+
+
+def answer(k: int, word: str = "apples") -> str:
+    return " ".join(SENTENCE.format(i=i).replace("apples", word) for i in range(k))
 
 
 def sft_rows(n: int) -> list[dict]:
     return [
-        {"messages": [{"role": "user", "content": f"Explain counting, case {i}."}, {"role": "assistant", "content": LONG}]}
+        {
+            "messages": [
+                {"role": "user", "content": f"Explain counting, case {i}."},
+                {"role": "assistant", "content": answer(SIZES[i % len(SIZES)])},
+            ]
+        }
         for i in range(n)
     ]
 
@@ -38,57 +67,182 @@ def sft_rows(n: int) -> list[dict]:
 def dpo_rows(n: int) -> list[dict]:
     return [
         {
-            "prompt": [{"role": "user", "content": f"Write a long plan, case {i}."}],
-            "chosen": LONG,
-            "rejected": LONG.replace("apples", "pears"),
+            "prompt": [{"role": "user", "content": f"Write a plan, case {i}."}],
+            "chosen": answer(SIZES[i % len(SIZES)]),
+            "rejected": answer(SIZES[(i + 3) % len(SIZES)], "pears"),
         }
         for i in range(n)
     ]
 
 
-def seconds_per_step(train, base, rows, settings, work: Path, name: str) -> list[float]:
-    from failforge.run.store import RunStore
+@dataclass
+class Config:
+    kind: str
+    label: str
+    settings: dict
+    padded: bool = False  # SFT with the old padded batches (padding-free off)
+    seconds: list[float] = field(default_factory=list)  # per-step seconds, all rounds
+    tokens: int = 0
+    real: int = 0
+    flops: float = 0.0
+    total_s: float = 0.0
+    ref_s: list[float] = field(default_factory=list)
 
+    @property
+    def precision(self) -> str:
+        return self.settings.get("precision", "fp32")
+
+
+class RefTimer:
+    """Times TRL's reference pass (``precompute_ref_log_probs``) and counts its real tokens."""
+
+    def __init__(self):
+        from trl import DPOTrainer
+
+        self.cls = DPOTrainer
+        self.inner = DPOTrainer._precompute_ref_logps
+        self.seconds = 0.0
+        self.tokens = 0
+
+    def __enter__(self):
+        timer = self
+
+        def timed(trainer, dataset, name, batch_size):
+            t0 = time.perf_counter()
+            out = timer.inner(trainer, dataset, name, batch_size)
+            timer.seconds += time.perf_counter() - t0
+            limit = trainer.args.max_length or 1 << 30
+            for p, c, r in zip(dataset["prompt_ids"], dataset["chosen_ids"], dataset["rejected_ids"], strict=True):
+                timer.tokens += min(limit, len(p) + len(c)) + min(limit, len(p) + len(r))
+            return out
+
+        self.cls._precompute_ref_logps = timed
+        return self
+
+    def __exit__(self, *exc):
+        self.cls._precompute_ref_logps = self.inner
+
+
+def run(cfg: Config, base, rows, work: Path, steps: int, params: float) -> None:
+    name = f"{cfg.kind}-{len(cfg.seconds)}-{cfg.label.replace(' ', '_').replace(',', '')}"
     out = work / name
     shutil.rmtree(out, ignore_errors=True)
     store = RunStore(work / f"{name}.sqlite")
-    train(base, rows, settings, out, store=store, name=name, quiet=True)
-    secs = [s["seconds"] for s in store.train_steps(name)]
+    settings = TrainSettings(
+        kind=cfg.kind, max_steps=steps, batch_size=BATCH, max_length=SEQ, lora={"r": 16},
+        export_gguf=False, save_steps=10_000, **cfg.settings,
+    )
+    fn = train_sft if cfg.kind == "sft" else train_dpo
+    keep = batching.make_padding_free
+    if cfg.padded:
+        batching.make_padding_free = lambda trainer: False
+    try:
+        with RefTimer() as ref:
+            fn(base, rows, settings, out, store=store, name=name, quiet=True)
+    finally:
+        batching.make_padding_free = keep
+    steps_done = store.train_steps(name)
     store.close()
-    return secs
+    timed = steps_done[1:] or steps_done  # the first step pays one-off costs
+    precomputed = ref.seconds > 0
+    # precomputed: the reference pass is part of the work; spread over the steps it served
+    ref_share = ref.seconds * len(timed) / len(steps_done) if precomputed else 0.0
+    for s in timed:
+        cfg.seconds.append(s["seconds"] + (ref.seconds / len(steps_done) if precomputed else 0.0))
+        cfg.tokens += s["tokens"]
+        cfg.real += s["real_tokens"]
+        cfg.flops += 4 * params * s["real_tokens"]
+        if cfg.kind == "dpo" and not precomputed:
+            cfg.flops += 2 * params * s["real_tokens"]
+        cfg.total_s += s["seconds"]
+    if precomputed:
+        cfg.ref_s.append(ref.seconds)
+        cfg.flops += 2 * params * ref.tokens * len(timed) / len(steps_done)
+        cfg.total_s += ref_share
+
+
+def configs(auto: dict[str, dict]) -> list[Config]:
+    out = []
+    grid = [("fp32", "fp32", False), ("bf16", "bf16", False), ("fp32 + ckpt", "fp32", True), ("bf16 + ckpt", "bf16", True)]
+    for label, precision, ckpt in grid:
+        out.append(Config("sft", label, {"precision": precision, "gradient_checkpointing": ckpt}))
+    out.append(Config("sft", "bf16, padded", {"precision": "bf16", "gradient_checkpointing": False}, padded=True))
+    for label, precision, ckpt in grid:
+        for pre in (True, False):
+            out.append(
+                Config("dpo", f"{label}, ref {'precomputed' if pre else 'every step'}",
+                       {"precision": precision, "gradient_checkpointing": ckpt, "precompute_ref": pre})
+            )
+    for c in out:
+        a = auto[c.kind]
+        c.is_auto = (
+            c.settings["precision"] == a["precision"]
+            and c.settings["gradient_checkpointing"] == a["gradient_checkpointing"]
+            and c.settings.get("precompute_ref") == a.get("precompute_ref")
+            and not c.padded
+        )
+    return out
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--steps", type=int, default=3, help="steps per configuration with our settings (first is warm-up)")
-    ap.add_argument("--default-steps", type=int, default=2, help="steps with TRL's defaults (bf16 + checkpointing)")
+    ap.add_argument("--steps", type=int, default=3, help="optimizer steps per run (the first is warm-up)")
+    ap.add_argument("--rounds", type=int, default=2, help="rounds; every configuration runs once per round")
+    ap.add_argument("--only", choices=["sft", "dpo"], help="one kind of step only")
+    ap.add_argument("--match", help="only the configurations whose 'kind label' contains this text")
     args = ap.parse_args()
 
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from failforge.train.dpo import precompute_reference
+
+    threads = device.cpu_count()
+    print(f"threads {threads}, torch {torch.__version__}, {device.cpu_identity()['model']} [{device.cpu_identity()['flags']}]")
+    rates = device.measure_matmul(threads, n=1024, rounds=6, seconds=0.1)
+    print(f"matmul (1024^3, best of 6): fp32 {rates['fp32']:.0f} GFLOP/s, bf16 {rates['bf16']:.0f} GFLOP/s"
+          f"  (load {os.getloadavg()[0]:.1f})", flush=True)
+
     base = version_from_gguf(resolve_weights("smollm2-135m-instruct"), "smollm2")
+    params = float(AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(base.checkpoint)).num_parameters())
+    sft_data, dpo_data = sft_rows(BATCH * 4), dpo_rows(BATCH * 2)
+    plan = device.plan_device(TrainSettings(max_length=SEQ, batch_size=BATCH), checkpoint=base.checkpoint)
+    dpo_plan = device.plan_device(TrainSettings(max_length=SEQ, batch_size=BATCH), checkpoint=base.checkpoint, sequences_per_row=2)
+    auto_pre, why = precompute_reference(TrainSettings(kind="dpo", max_steps=args.steps, batch_size=BATCH), len(dpo_data))
+    print(f"failforge's own choice: SFT {plan.describe()}")
+    print(f"                        DPO {dpo_plan.precision}, checkpointing {dpo_plan.gradient_checkpointing}, "
+          f"reference precomputed: {auto_pre} ({why})")
+    print(f"params {params / 1e6:.1f} M; SFT {len(sft_data)} rows, DPO {len(dpo_data)} pairs; batch {BATCH}, "
+          f"max {SEQ} tokens a row, {args.steps} steps a run, {args.rounds} rounds", flush=True)
+
+    all_cfgs = configs({
+        "sft": {"precision": plan.precision, "gradient_checkpointing": plan.gradient_checkpointing},
+        "dpo": {"precision": dpo_plan.precision, "gradient_checkpointing": dpo_plan.gradient_checkpointing,
+                "precompute_ref": auto_pre},
+    })
+    if args.only:
+        all_cfgs = [c for c in all_cfgs if c.kind == args.only]
+    if args.match:
+        all_cfgs = [c for c in all_cfgs if args.match in f"{c.kind} {c.label}"]
     work = Path(tempfile.mkdtemp(prefix="failforge-bench-"))
-    common = {"batch_size": BATCH, "max_length": SEQ, "lora": {"r": 16}, "export_gguf": False, "save_steps": 10_000}
-    results: dict[str, float] = {}
     try:
-        for kind, fn, rows in [("sft", train_sft, sft_rows(BATCH * 8)), ("dpo", train_dpo, dpo_rows(BATCH * 8))]:
-            for label, extra, steps in [
-                ("ours (fp32, no checkpointing)", {}, args.steps),
-                ("TRL defaults (bf16 + checkpointing)", {"precision": "bf16", "gradient_checkpointing": True}, args.default_steps),
-            ]:
-                settings = TrainSettings(kind=kind, max_steps=steps, **common, **extra)
+        for r in range(args.rounds):
+            order = all_cfgs if r % 2 == 0 else all_cfgs[::-1]  # alternate the order too
+            for cfg in order:
                 t0 = time.perf_counter()
-                secs = seconds_per_step(fn, base, rows, settings, work, f"{kind}-{len(results)}")
-                timed = secs[1:] or secs  # the first step pays one-off costs (allocation, thread pools)
-                results[f"{kind} {label}"] = statistics.median(timed)
-                print(
-                    f"{kind.upper():4} {label:38} {statistics.median(timed):7.2f} s/step"
-                    f"  (steps: {', '.join(f'{s:.2f}' for s in secs)}; wall {time.perf_counter() - t0:.0f} s;"
-                    f" load {os.getloadavg()[0]:.1f})",
-                    flush=True,
-                )
-        for kind in ("sft", "dpo"):
-            ours = results[f"{kind} ours (fp32, no checkpointing)"]
-            trl = results[f"{kind} TRL defaults (bf16 + checkpointing)"]
-            print(f"{kind.upper():4} TRL defaults / ours: {trl / ours:.1f}x slower")
+                run(cfg, base, sft_data if cfg.kind == "sft" else dpo_data, work, args.steps, params)
+                print(f"  round {r + 1}  {cfg.kind.upper():4} {cfg.label:36} steps {', '.join(f'{s:.2f}' for s in cfg.seconds[-(args.steps - 1) or -1:])} s"
+                      f"  (wall {time.perf_counter() - t0:.0f} s, load {os.getloadavg()[0]:.1f})", flush=True)
+        print()
+        print(f"| step | configuration | s/step | tokens/s | real tokens | FLOP bound | |")
+        print(f"|---|---|---|---|---|---|---|")
+        for cfg in all_cfgs:
+            med = statistics.median(cfg.seconds)
+            tps = cfg.real / cfg.total_s
+            bound = cfg.flops / cfg.total_s / 1e9 / rates[cfg.precision]
+            ref = f" (reference pass {statistics.median(cfg.ref_s):.1f} s, spread over the steps)" if cfg.ref_s else ""
+            print(f"| {cfg.kind.upper()} | {cfg.label} | {med:.2f} | {tps:.0f} | {cfg.real / cfg.tokens:.0%} | "
+                  f"{bound:.2f} | {'auto' if cfg.is_auto else ''}{ref} |")
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

@@ -65,7 +65,11 @@ def test_sft_records_steps_and_changes_the_model(base, store, sft):
     steps = store.train_steps("sft-1")
     assert [s["step"] for s in steps] == [1, 2]
     assert all(math.isfinite(s["loss"]) and s["seconds"] > 0 for s in steps)
+    # padding-free batches: every token slot computed is a real token
+    assert all(s["tokens"] == s["real_tokens"] > 0 for s in steps)
     assert [json.loads(line)["step"] for line in (out / "train_log.jsonl").read_text().splitlines()] == [1, 2]
+    (plan,) = [r for r in store.records("train_plan") if r["_key"] == "sft-1"]
+    assert plan["precision"] in ("fp32", "bf16") and plan["precision_reason"] and plan["checkpointing_reason"]
     assert version.adapter and version.parent == base.fingerprint and version.fingerprint != base.fingerprint
     assert version.checkpoint == base.checkpoint  # LoRA on a plain checkpoint: the adapter sits on top
     assert (probe_logits(version) - probe_logits(base)).abs().max() > 0.1
@@ -190,3 +194,35 @@ def test_kill_inside_a_short_step_resumes_from_a_checkpoint_with_the_same_weight
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert resumed.fingerprint == whole.fingerprint
     store.close()
+
+
+def test_padding_free_batches_give_each_row_its_own_logits(base):
+    """TRL's padding-free collation on this model: rows laid end to end do not attend to each other."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
+
+    tok = AutoTokenizer.from_pretrained(base.checkpoint)
+    model = AutoModelForCausalLM.from_pretrained(base.checkpoint, dtype=torch.float32)
+    rows = [tok(t)["input_ids"] for t in ("The quick brown fox jumps over the lazy dog. " * 3, "Count: one two three")]
+    batch = DataCollatorForLanguageModeling(pad_token_id=tok.pad_token_id or 0, padding_free=True)([{"input_ids": r} for r in rows])
+    assert batch["input_ids"].shape == (1, sum(map(len, rows))) and "attention_mask" not in batch
+    kwargs = {k: v for k, v in batch.items() if k != "labels"}
+    with torch.no_grad():
+        packed = model(**kwargs, use_cache=False).logits[0]  # the trainer calls the model without a cache
+        alone = [model(torch.tensor([r])).logits[0] for r in rows]
+    assert (packed[: len(rows[0])] - alone[0]).abs().max() < 1e-3
+    assert (packed[len(rows[0]) :] - alone[1]).abs().max() < 1e-3
+
+
+def test_precomputed_reference_gives_the_same_dpo_steps(store, sft, tmp_path):
+    version, _ = sft
+    losses = {}
+    for pre in (True, False):
+        name = f"dpo-pre-{pre}"
+        settings = small(kind="dpo", beta=0.1, precision="fp32", precompute_ref=pre)
+        train_dpo(version, DPO_ROWS, settings, tmp_path / name, store=store, name=name, quiet=True)
+        steps = store.train_steps(name)
+        assert all(s["real_tokens"] <= s["tokens"] for s in steps)
+        losses[pre] = [s["loss"] for s in steps]
+    assert losses[True][0] == pytest.approx(math.log(2), abs=1e-5)
+    assert losses[True] == pytest.approx(losses[False], abs=1e-4)

@@ -288,3 +288,73 @@ def test_training_threads_are_recorded_once_and_reused(tmp_path):
     assert plan.threads == 2
     store.close()
     assert run_threads(None, count=lambda: 3) == 3  # a step without a run store: this process's count
+
+
+class _Args:
+    max_length = 64
+    train_batch_size = 2
+    gradient_accumulation_steps = 2
+
+
+class _FakeTrainer:
+    def __init__(self, data, collator=None):
+        self.train_dataset = data
+        self.args = _Args()
+        self.data_collator = collator
+        self.callbacks = []
+
+    def add_callback(self, cb):
+        self.callbacks.append(cb)
+
+
+def test_dpo_pairs_are_grouped_by_length_in_a_resumable_order():
+    from failforge.train.batching import group_dpo_by_length
+
+    sizes = [3, 40, 5, 38, 7, 36, 9, 34, 11, 32, 13, 30, 15, 28, 17, 26] * 4
+    data = {"prompt_ids": [[1] * 2] * len(sizes), "chosen_ids": [[1] * n for n in sizes], "rejected_ids": [[1]] * len(sizes)}
+    trainer = _FakeTrainer(data)
+    group_dpo_by_length(trainer, seed=5)
+    sampler = trainer._get_train_sampler()
+    first = list(sampler)
+    assert sorted(first) == list(range(len(sizes)))
+    assert list(trainer._get_train_sampler()) == first  # a resumed run rebuilds the same order
+    sampler.set_epoch(1)
+    assert list(sampler) != first  # each epoch its own order
+    # the step's rows (4 = batch 2 x accumulation 2) are close in length: less padding than a random order
+    spread = lambda order: sum(max(sizes[i] for i in order[k:k + 4]) - min(sizes[i] for i in order[k:k + 4]) for k in range(0, len(order), 4))
+    import random
+
+    shuffled = random.Random(0).sample(range(len(sizes)), len(sizes))
+    assert spread(first) < spread(shuffled) / 2
+
+
+def test_token_count_records_slots_and_real_tokens_per_step():
+    import torch
+
+    from failforge.train.batching import TokenCount
+
+    def batch(rows):
+        n = max(len(e) for e in rows)
+        return {
+            "input_ids": torch.zeros(len(rows), n, dtype=torch.long),
+            "attention_mask": torch.tensor([[1] * len(e) + [0] * (n - len(e)) for e in rows]),
+        }
+
+    trainer = _FakeTrainer(None)
+    seen = []
+    trainer.training_step = lambda model, inputs, n=None: seen.append(inputs) or 0.5
+    counter = TokenCount().install(trainer)
+    assert trainer.callbacks == [counter]
+    assert trainer.training_step("m", batch([[1, 2, 3], [1]]), 4) == 0.5 and len(seen) == 1
+    trainer.training_step("m", batch([[1, 2], [1, 2]]))  # gradient accumulation: two batches, one step
+    logs = {"loss": 1.0}
+    counter.on_log(None, None, None, logs=logs)
+    assert (logs["tokens"], logs["real_tokens"]) == (10, 8)
+    logs = {"loss": 1.0}
+    counter.on_log(None, None, None, logs=logs)  # no batch since: nothing added
+    assert "tokens" not in logs
+    counter.training_step = None
+    counter.count({"input_ids": torch.zeros(1, 7)})  # padding-free: no attention mask, every slot is real
+    logs = {"loss": 1.0}
+    counter.on_log(None, None, None, logs=logs)
+    assert logs["tokens"] == logs["real_tokens"] == 7

@@ -71,7 +71,11 @@ def group_dpo_by_length(trainer, seed: int) -> None:
 
         def __iter__(self):
             generator = torch.Generator().manual_seed(seed + self.epoch)
-            return iter(get_length_grouped_indices(self.lengths, self.batch_size, generator=generator))
+            # transformers sorts within "megabatches" of len/4 rows, one batch when there are fewer than
+            # 8 batches of rows: no grouping at all for the small sets failforge trains on. At least two
+            # batches a megabatch, so a small set is grouped too.
+            mult = max(2, min(len(self.lengths) // (self.batch_size * 4), 50))
+            return iter(get_length_grouped_indices(self.lengths, self.batch_size, mega_batch_mult=mult, generator=generator))
 
     per_step = trainer.args.train_batch_size * trainer.args.gradient_accumulation_steps
 
@@ -84,27 +88,31 @@ def group_dpo_by_length(trainer, seed: int) -> None:
 class TokenCount(TrainerCallback):
     """Counts token slots and real tokens of the batches of each optimizer step.
 
-    Wraps the trainer's collator (``install``); at each log (``logging_steps=1``:
-    every step) it adds ``tokens`` and ``real_tokens`` to the logged values, which
-    ``StepRecorder`` stores. Add it before ``StepRecorder``.
+    Wraps the trainer's ``training_step`` (``install``), which runs once per batch
+    (the collator would not do: accelerate's data loader collates one batch ahead);
+    at each log (``logging_steps=1``: every step) it adds ``tokens`` and
+    ``real_tokens`` to the logged values, which ``StepRecorder`` stores. Add it
+    before ``StepRecorder``.
     """
 
     def __init__(self):
         self.tokens = 0
         self.real = 0
 
+    def count(self, batch: dict[str, Any]) -> None:
+        ids = batch["input_ids"]
+        mask = batch.get("attention_mask")
+        self.tokens += int(ids.numel())
+        self.real += int(mask.sum()) if mask is not None else int(ids.numel())
+
     def install(self, trainer) -> TokenCount:
-        inner = trainer.data_collator
+        inner = trainer.training_step
 
-        def collate(examples: list[dict[str, Any]]):
-            batch = inner(examples)
-            ids = batch["input_ids"]
-            mask = batch.get("attention_mask")
-            self.tokens += int(ids.numel())
-            self.real += int(mask.sum()) if mask is not None else int(ids.numel())
-            return batch
+        def training_step(model, inputs, *args, **kwargs):
+            self.count(inputs)
+            return inner(model, inputs, *args, **kwargs)
 
-        trainer.data_collator = collate
+        trainer.training_step = training_step
         trainer.add_callback(self)
         return self
 
