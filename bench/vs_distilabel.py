@@ -130,7 +130,6 @@ class Failforge:
                 store.put_records("answer", [(f"i{k}", {"instruction": a, "answer": c.text}) for k, (a, c) in enumerate(zip(asks, second))])
                 assert cached.sent == 2 * len(w.instructions) or len(set(asks)) < len(asks), "a fresh store answers nothing"
             finally:
-                cached._committer.stop()  # the model is shared by rounds: close the cache, not the model
                 store.close()
         return sum(c.completion_tokens for c in first + second)
 

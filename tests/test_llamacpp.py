@@ -165,3 +165,45 @@ def test_prompt_longer_than_one_decode_call_is_fed_in_pieces(llamacpp_model, lla
     together = llamacpp_model.complete([_req("Hi", max_tokens=4), long])[1]
     alone = llamacpp_model_b1.complete([long])[0]
     assert together.text == alone.text and together.prompt_tokens == alone.prompt_tokens
+
+
+def test_answers_stream_out_as_they_finish_and_the_batch_refills(llamacpp_model):
+    """``stream`` hands out each answer at the step that finishes it: short answers come
+    out before long ones, every request is answered once, and the result equals
+    ``complete``'s (greedy)."""
+    reqs = [_req(p, max_tokens=n) for p, n in zip(PROMPTS, [24, 2, 24, 2, 24, 2])]
+    order: list[int] = []
+    got: dict[int, str] = {}
+    for group in llamacpp_model.stream(reqs):
+        for i, c in group:
+            order.append(i)
+            got[i] = c.text
+    assert sorted(order) == list(range(len(reqs)))
+    # the 2-token answers finish long before the 24-token ones that started with them
+    assert set(order[:2]) <= {1, 3, 5}
+    assert [got[i] for i in range(len(reqs))] == [c.text for c in llamacpp_model.complete(reqs)]
+
+
+def test_the_gate_stops_admission_and_running_sequences_finish(llamacpp_model):
+    """A gate that refuses (the run's token budget) stops new sequences joining the
+    batch; those already decoding finish and are handed out before the error."""
+    from failforge.errors import BudgetReached
+
+    calls = []
+
+    def gate():
+        calls.append(1)
+        if len(calls) > 2:
+            raise BudgetReached("budget")
+
+    reqs = [_req(p, max_tokens=4) for p in PROMPTS]
+    llamacpp_model.gate = gate
+    handed: list[int] = []
+    try:
+        with pytest.raises(BudgetReached):
+            for group in llamacpp_model.stream(reqs):
+                handed.extend(i for i, _ in group)
+    finally:
+        llamacpp_model.gate = None
+    assert sorted(handed) == [0, 1]
+    assert len(llamacpp_model.complete(reqs[:1])) == 1  # the lock was released; the model still answers

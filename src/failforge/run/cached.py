@@ -107,7 +107,8 @@ class CachedModel(ChatModel):
     def check_budget(self) -> None:
         if self.token_budget is None:
             return
-        spent = self.store.tokens_spent()
+        # answers on their way to the disk count too: the budget never lags the commits
+        spent = self.store.tokens_spent() + self._committer.pending_tokens
         if spent >= self.token_budget:
             raise BudgetReached(
                 f"token budget of {self.token_budget:,} reached ({spent:,} tokens spent); "
@@ -253,6 +254,8 @@ class _Committer:
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._done = threading.Condition()
         self._pending = 0  # groups put and not yet committed (or failed)
+        #: prompt + completion tokens of the answers put and not yet committed
+        self.pending_tokens = 0
         self._error: BaseException | None = None
         self._thread: threading.Thread | None = None
 
@@ -261,6 +264,7 @@ class _Committer:
             raise self._error
         with self._done:
             self._pending += 1
+            self.pending_tokens += _tokens(group)
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="failforge-commit", daemon=True)
                 self._thread.start()
@@ -306,9 +310,14 @@ class _Committer:
                     self._error = e
             with self._done:
                 self._pending -= len(groups)
+                self.pending_tokens -= sum(_tokens(group) for group, _ in groups)
                 self._done.notify_all()
             if stop:
                 return
+
+
+def _tokens(group: list[tuple[tuple[str, Request], Completion]]) -> int:
+    return sum(c.prompt_tokens + c.completion_tokens for _, c in group)
 
 
 def _run_sync(coro: Coroutine):

@@ -93,6 +93,9 @@ MIGRATIONS: list[str] = [
 ]
 
 
+#: page cache of a writer, KiB (SQLite allocates it as pages are used)
+WRITER_CACHE_KB = 65536
+
 #: how a refused call's error is kept in the ``finish_reason`` column
 ERROR_PREFIX = "error: "
 
@@ -125,6 +128,10 @@ class RunStore:
         self._check_not_newer()
         self._conn.execute("PRAGMA journal_mode=WAL")
         self._conn.execute("PRAGMA synchronous=NORMAL")
+        # Call keys are hashes, so each new call lands on a random page of the key index;
+        # past SQLite's default 2 MB page cache every insert read its page back from the
+        # OS. 64 MB holds the index of about 10^6 calls (bench/driver_scale.py).
+        self._conn.execute(f"PRAGMA cache_size=-{WRITER_CACHE_KB}")
         self._migrate()
 
     # --- schema ------------------------------------------------------------
