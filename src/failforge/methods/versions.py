@@ -31,6 +31,8 @@ class Versions:
 
     def initial(self, role: str, spec: ModelSpec) -> ModelVersion | None:
         """The trainable version of a configured model, or None when it is served remotely."""
+        if spec.backend == "ray":  # a replica pool trains the model its replicas load
+            spec = spec.inner
         if spec.backend not in ("llamacpp", "transformers"):
             self.ctx.log(f"{role}: backend {spec.backend} is not trainable here; its training steps are skipped")
             return None
@@ -52,9 +54,11 @@ class Versions:
         """The spec to generate with: the configured one until the role has been trained."""
         if version is None or self._initial.get(role) == version.fingerprint:
             return configured
+        pool, configured = (configured, configured.inner) if configured.backend == "ray" else (None, configured)
         runtime = {k: getattr(configured, k) for k in _RUNTIME_FIELDS}
         spec = version.spec(None)
-        return spec.model_copy(update={k: v for k, v in runtime.items() if k in ModelSpec.model_fields})
+        spec = spec.model_copy(update={k: v for k, v in runtime.items() if k in ModelSpec.model_fields})
+        return pool.model_copy(update={"inner": spec}) if pool else spec  # the same pool, serving the new weights
 
     def _out(self, name: str) -> Path:
         return self.models_dir / name
@@ -73,6 +77,7 @@ class Versions:
     def train_sft(self, name: str, base: ModelVersion, rows: list[dict], settings: TrainSettings) -> ModelVersion:
         from failforge.train import train_sft
 
+        self.ctx.release_pools()
         self.ctx.log(f"training {name}: SFT on {len(rows)} rows")
         t = time.perf_counter()
         version = train_sft(base, rows, settings, self._out(name), store=self.ctx.store, name=name, quiet=self.quiet)
@@ -82,6 +87,7 @@ class Versions:
     def train_dpo(self, name: str, base: ModelVersion, rows: list[dict], settings: TrainSettings) -> ModelVersion:
         from failforge.train import train_dpo
 
+        self.ctx.release_pools()
         self.ctx.log(f"training {name}: DPO on {len(rows)} pairs (reference = the previous version)")
         t = time.perf_counter()
         version = train_dpo(base, rows, settings, self._out(name), store=self.ctx.store, ref=base, name=name, quiet=self.quiet)
@@ -115,6 +121,7 @@ class Versions:
     ) -> ModelVersion:
         from failforge.train.classifier import train_classifier
 
+        self.ctx.release_pools()
         self.ctx.log(f"training {name}: classifier on {len(rows)} rows (from {base.name})")
         t = time.perf_counter()
         version = train_classifier(

@@ -23,4 +23,8 @@ def load_model(spec: ModelSpec) -> ChatModel:
         from failforge.models.vllm import VLLMModel
 
         return VLLMModel(spec)
+    if spec.backend == "ray":
+        from failforge.models.raypool import RayModel
+
+        return RayModel(spec)
     raise ValueError(f"unknown backend {spec.backend!r}")

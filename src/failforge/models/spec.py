@@ -5,9 +5,9 @@ from __future__ import annotations
 import re
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-Backend = Literal["llamacpp", "transformers", "openai", "vllm"]
+Backend = Literal["llamacpp", "transformers", "openai", "vllm", "ray"]
 
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
@@ -47,6 +47,24 @@ class ModelSpec(BaseModel):
     max_tokens_per_minute: int | None = Field(None, ge=1)
     #: vllm: extra engine arguments
     engine_args: dict = Field(default_factory=dict)
+    #: ray: the model every replica loads (a spec of any other backend); see docs/scale.md
+    inner: ModelSpec | None = None
+    #: ray: model replicas, one Ray actor each
+    replicas: int = Field(1, ge=1)
+    #: ray: CPUs reserved per replica (fractions allowed)
+    cpus_per_replica: float = Field(1.0, gt=0)
+    #: ray: GPUs reserved per replica (vllm with tensor_parallel_size > 1: that many, one bundle each)
+    gpus_per_replica: float = Field(0.0, ge=0)
+    #: ray: other Ray resources each replica needs, e.g. {h100: 1} to keep a pool on the nodes started with that resource
+    ray_resources: dict[str, float] = Field(default_factory=dict)
+    #: ray: requests in flight on one replica at most (None: twice the inner batch_size; vllm: 256)
+    max_in_flight_per_replica: int | None = Field(None, ge=1)
+    #: ray: cluster address (None: the RAY_ADDRESS variable, else a local cluster for this process)
+    ray_address: str | None = None
+    #: ray: seconds to wait for the cluster to place every replica before giving up
+    placement_timeout_s: float = Field(60.0, gt=0)
+    #: ray: seconds to wait for every replica to load its model
+    load_timeout_s: float = Field(1800.0, gt=0)
 
     @field_validator("api_key_env")
     @classmethod
@@ -56,3 +74,14 @@ class ModelSpec(BaseModel):
         if v is not None and not _ENV_NAME.fullmatch(v):
             raise ValueError("must be the name of an environment variable (letters, digits, _), not the key itself")
         return v
+
+    @model_validator(mode="after")
+    def _ray_fields(self) -> ModelSpec:
+        if self.backend == "ray":
+            if self.inner is None:
+                raise ValueError("backend 'ray' needs inner: the spec every replica loads, e.g. {backend: llamacpp, model: ...}")
+            if self.inner.backend == "ray":
+                raise ValueError("inner: a ray pool cannot hold another ray pool")
+        elif self.inner is not None:
+            raise ValueError(f"inner: only for backend 'ray' (backend is {self.backend!r})")
+        return self

@@ -64,6 +64,12 @@ class RunContext:
         for key in [k for k in self._models if k.startswith(f"{role}:")]:
             self._models.pop(key).close()
 
+    def release_pools(self) -> None:
+        """Free every replica pool (backend ray) so a training step gets their CPUs and
+        GPUs; a role's next use starts its pool again."""
+        for key in [k for k, m in self._models.items() if m.inner.backend == "ray"]:
+            self._models.pop(key).close()
+
     # --- progress and log ---------------------------------------------------------
     @contextmanager
     def progress(self, description: str, total: int) -> Iterator[Callable[[int], None]]:

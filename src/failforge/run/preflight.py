@@ -9,6 +9,10 @@ from failforge.models.spec import ModelSpec
 
 
 def check_model(role: str, spec: ModelSpec) -> None:
+    if spec.backend == "ray":
+        from failforge.models.raypool import check_pool
+
+        return check_pool(role, spec, check_model)
     try:
         if spec.backend in ("llamacpp", "transformers"):
             weights = resolve_weights(spec.model)
