@@ -368,14 +368,20 @@ class RayModel(ChatModel):
                 err = ModelUnavailable(f"ray pool: all {len(self._alive)} replicas of {self.name!r} are lost")
                 while self._waiters:
                     loop, fut = self._waiters.popleft()
-                    loop.call_soon_threadsafe(_fail, fut, err)
+                    try:
+                        loop.call_soon_threadsafe(_fail, fut, err)
+                    except RuntimeError:  # its event loop is closed
+                        pass
                 return
             j = self._pick()
             if j is None:
                 return
             loop, fut = self._waiters.popleft()
+            try:
+                loop.call_soon_threadsafe(self._hand, fut, j)
+            except RuntimeError:  # the waiter's event loop is closed: nobody waits there any more
+                continue
             self._in_flight[j] += 1
-            loop.call_soon_threadsafe(self._hand, fut, j)
 
     def _hand(self, fut: asyncio.Future, j: int) -> None:
         if fut.done():  # the waiter was cancelled: give the slot back
