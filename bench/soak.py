@@ -4,8 +4,8 @@ check that nothing was lost or done twice.
 One uninterrupted reference run, then one run killed ``--kills`` times and resumed
 after each kill. Each kill waits for its moment in the run's log and files:
 
-- ``generation``: the proposer or the target is answering (a "... to do" line with no
-  "done" yet), a random 1-12 s in;
+- ``generation``: a model is answering (the proposer, the target, the held-out
+  check: a "... N to do" line with no "done" yet), a random 1-12 s in;
 - ``judging``: the moment the target's answers are back, when the verdicts are
   computed and written (the math judge is a program: this window is milliseconds);
 - ``training``: inside a training step (a "training ..." line, no "trained ..." yet),
@@ -44,7 +44,8 @@ import time
 from pathlib import Path
 
 FAILFORGE = str(Path(sys.executable).with_name("failforge"))
-PLAN = ["training", "gguf-export", "generation", "judging", "store-write", "training", "gguf-export", "generation", "training", "store-write"]
+# in the order the default job reaches them, so that ten kills fit in one run
+PLAN = ["training", "gguf-export", "generation", "judging", "store-write", "training", "generation", "training", "gguf-export", "generation"]
 POLL = 0.02
 
 
@@ -88,7 +89,7 @@ def _moment(kind: str, new: list[str], run_dir: Path, wal: Path, wal_size: int, 
     if not new:
         return None
     last = new[-1]
-    if kind == "generation" and re.search(r": \d+ to do$", last) and ("proposing" in last or "answers" in last):
+    if kind == "generation" and re.search(r": \d+ to do$", last):
         return now + rng.uniform(1, 12)
     if kind == "judging" and re.search(r"target answers: done", last):
         return now
