@@ -151,8 +151,6 @@ def plan_device(
 
         if not torch.cuda.is_bf16_supported():
             raise ConfigError(f"train.precision: bf16 is not supported by this GPU ({_gpu_name()}); use fp16 or auto")
-    if precision == "bf16" and device == "mps":
-        raise ConfigError("train.precision: bf16 autocast is not supported on mps; use fp32 or auto")
     checkpointing = settings.gradient_checkpointing
     if checkpointing is None:
         checkpointing, checkpointing_reason = auto_checkpointing(
