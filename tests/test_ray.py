@@ -171,7 +171,7 @@ def test_reversegen_iteration_on_two_replicas_equals_one_process(cluster, tmp_pa
     assert ray_calls["calls"] == local_calls["calls"]
     events = ray_meta["backend_events"]
     # every call went through the pools: all three roles, both replicas' answers in one store
-    assert sum(events[role]["ray_requests"] for role in ("proposer", "target", "judge")) == ray_calls["calls"]
+    assert sum(events[role]["requests"] for role in ("proposer", "target", "judge")) == ray_calls["calls"]
 
 
 def test_a_lost_replica_loses_nothing_and_each_request_is_stored_once(cluster, tmp_path):
@@ -211,7 +211,7 @@ def test_a_lost_replica_loses_nothing_and_each_request_is_stored_once(cluster, t
     from collections import Counter
 
     events = Counter(store.meta()["backend_events"]["target"]) + Counter(pool.take_events())  # filed with each commit
-    assert events["ray_replicas_lost"] == 1 and events["ray_resent"] >= 1 and events["ray_requests"] == 16
+    assert events["fault: replica lost"] == 1 and events["retries"] >= 1 and events["requests"] == 16
     assert pool.live_replicas == 1
     # the answers are those one process gives: each request carries its own seed
     single = load_model(ModelSpec.model_validate({"backend": "llamacpp", "n_threads": 1, "batch_size": 4}))
@@ -310,7 +310,7 @@ def test_concurrent_calls_share_the_pool_least_loaded_first(cluster):
 
         a, b = asyncio.run(both())
         assert len(a) == len(b) == 6 and all(c.completion_tokens for c in a + b)
-        assert pool.take_events()["ray_requests"] == 12
+        assert pool.take_events()["requests"] == 12
         assert max(seen) <= 2
     finally:
         pool.close()

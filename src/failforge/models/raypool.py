@@ -113,8 +113,9 @@ class Replica:
     """One model replica inside a Ray actor (an async actor: many calls at once).
 
     Backends that decode a batch together (llama.cpp, transformers) get the requests
-    that arrived while the previous batch ran as the next batch; natively async ones
-    (vLLM's async engine, an OpenAI client) get each request as it comes.
+    that arrived while the previous batch ran as the next batch, and each answer goes
+    back the moment the backend finishes it; natively async ones (vLLM's async engine,
+    an OpenAI client) get each request as it comes.
     """
 
     def __init__(self, spec_json: str):
@@ -156,20 +157,25 @@ class Replica:
         return await fut
 
     async def _drain(self) -> None:
+        loop = asyncio.get_running_loop()
         while self._pending:
             if len(self._pending) < self.batch_size:
                 await asyncio.sleep(0.002)  # let the requests sent together arrive together
             batch = [self._pending.popleft() for _ in range(min(self.batch_size, len(self._pending)))]
+
+            def run(batch=batch) -> None:
+                # each answer goes back the moment the backend finishes it (ChatModel.stream)
+                for group in self.model.stream([r for r, _ in batch]):
+                    for i, c in group:
+                        loop.call_soon_threadsafe(_settle, batch[i][1], c)
+
             try:
-                outs = await asyncio.to_thread(self.model.complete, [r for r, _ in batch])
-            except BaseException as e:  # every request of the batch gets the error
-                for _, fut in batch:
-                    if not fut.done():
-                        fut.set_exception(e)
-                continue
-            for (_, fut), c in zip(batch, outs):
-                if not fut.done():
-                    fut.set_result(c)
+                await asyncio.to_thread(run)
+            except BaseException as e:  # the requests of the batch still waiting get the error
+                loop.call_soon(_fail_all, [fut for _, fut in batch], e)  # after the answers already queued
+            else:
+                missing = RuntimeError(f"backend {self.model.backend} gave no answer to a request of its batch")
+                loop.call_soon(_fail_all, [fut for _, fut in batch], missing)  # none, unless the backend is wrong
 
     def close(self) -> None:
         self.model.close()
@@ -393,7 +399,7 @@ class RayModel(ChatModel):
         with self._lock:
             if self._alive[i]:
                 self._alive[i] = False
-                self._events["ray_replicas_lost"] += 1
+                self._events["fault: replica lost"] += 1
                 log.warning("ray pool: replica %d of %s is lost (%s); its requests go to the others", i, self.name, _one_line(e))
             self._serve_waiters()
 
@@ -406,10 +412,10 @@ class RayModel(ChatModel):
                 out = await self._actors[i].complete.remote(request)
             except ray.exceptions.ActorDiedError as e:
                 self._lost(i, e)
-                self._events["ray_resent"] += 1
+                self._events["retries"] += 1
                 continue
             except ray.exceptions.RayActorError as e:  # unreachable for now (a node's network): try another
-                self._events["ray_resent"] += 1
+                self._events["retries"] += 1
                 log.warning("ray pool: replica %d of %s did not answer (%s); sending elsewhere", i, self.name, _one_line(e))
                 continue
             except ray.exceptions.RayTaskError as e:  # the model itself raised: the same error here
@@ -417,7 +423,7 @@ class RayModel(ChatModel):
             finally:
                 self._release(i)
             with self._lock:
-                self._events["ray_requests"] += 1
+                self._events["requests"] += 1
                 self.answered += 1
             return out
         raise ModelUnavailable(f"ray pool: a request of {self.name!r} was lost {MAX_RESENDS + 1} times; giving up")
@@ -433,7 +439,9 @@ class RayModel(ChatModel):
         return _run_sync(self._acomplete(requests))
 
     def take_events(self) -> dict[str, int]:
-        """Requests answered, re-sent after a replica was lost, and replicas lost since the last call."""
+        """Counts since the last call, under the names the report's "Model servers" table
+        reads: requests answered, ``retries`` (requests re-sent because their replica was
+        lost or unreachable) and ``fault: replica lost``."""
         with self._lock:
             out, self._events = dict(self._events), Counter()
         return out
@@ -454,6 +462,16 @@ class RayModel(ChatModel):
             except Exception:
                 pass
         self._pgs = []
+
+
+def _settle(fut: asyncio.Future, value) -> None:
+    if not fut.done():
+        fut.set_result(value)
+
+
+def _fail_all(futs: list[asyncio.Future], err: BaseException) -> None:
+    for fut in futs:
+        _fail(fut, err)
 
 
 def _fail(fut: asyncio.Future, err: BaseException) -> None:
