@@ -248,7 +248,7 @@ def test_a_killed_driver_resumes_and_sends_only_the_missing_requests(cluster, tm
     assert calls_in(db) == 12
 
 
-def test_replicas_that_disagree_on_the_fingerprint_are_refused(cluster, monkeypatch):
+def test_replicas_that_disagree_on_the_fingerprint_or_cannot_load_are_refused(cluster, monkeypatch):
     from failforge.errors import ModelUnavailable
     from failforge.models import load_model
     from failforge.models.raypool import RayModel
@@ -266,6 +266,12 @@ def test_replicas_that_disagree_on_the_fingerprint_are_refused(cluster, monkeypa
         load_model(ModelSpec.model_validate(pool_spec(cluster.address)))
     msg = str(e.value)
     assert "disagree on the model fingerprint" in msg and "\n" not in msg
+    monkeypatch.undo()
+    # a replica that cannot load its model (a file missing on its node): its reason, in one line
+    with pytest.raises(ModelUnavailable) as e:
+        load_model(ModelSpec.model_validate(pool_spec(cluster.address, inner={"model": "/nowhere/model.gguf"})))
+    msg = str(e.value)
+    assert msg.startswith("ray pool: replica 0 could not load its model: model '/nowhere/model.gguf'") and "\n" not in msg
     wait_for(lambda: ray.available_resources().get("CPU", 0) >= 2, 30, "the refused pool's CPUs to come back")
 
 

@@ -162,3 +162,12 @@ def test_a_replica_batches_what_arrived_and_hands_back_each_answer():
     outs = asyncio.run(go())
     assert [o.text for o in outs] == [f"Q{i}" for i in range(10)]
     assert sum(rep.model.batches) == 10 and max(rep.model.batches) <= 4
+
+
+def test_a_replica_that_cannot_load_reports_why_in_one_line():
+    from failforge.models.spec import ModelSpec
+
+    rep = Replica(ModelSpec(backend="llamacpp", model="/nowhere/model.gguf").model_dump_json())
+    info = asyncio.run(rep.info())
+    assert info == {"error": info["error"]} and "/nowhere/model.gguf" in info["error"] and "\n" not in info["error"]
+    rep.close()

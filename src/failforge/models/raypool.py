@@ -120,25 +120,39 @@ class Replica:
 
     def __init__(self, spec_json: str):
         spec = ModelSpec.model_validate_json(spec_json)
-        if spec.backend == "vllm":
-            from failforge.models.raypool_vllm import AsyncVLLMModel
+        #: why the model did not load: reported by ``info`` in one line (an exception
+        #: raised here would reach the driver as Ray's "actor died" with a traceback)
+        self.error: str | None = None
+        self.model: ChatModel | None = None
+        try:
+            if spec.backend == "vllm":
+                from failforge.models.raypool_vllm import AsyncVLLMModel
 
-            self.model: ChatModel = AsyncVLLMModel(spec)
-        else:
-            from failforge.models.factory import load_model
+                self.model = AsyncVLLMModel(spec)
+            else:
+                from failforge.models.factory import load_model
 
-            self.model = load_model(spec)
+                self.model = load_model(spec)
+        except Exception as e:  # noqa: BLE001 - every load failure is reported the same way
+            self.error = _one_line(e) or type(e).__name__
+            return
         self.native_async = type(self.model)._acomplete is not ChatModel._acomplete
         self.batch_size = max(1, int(getattr(self.model, "batch_size", None) or spec.batch_size))
         self._pending: deque = deque()
         self._worker: asyncio.Task | None = None
 
     async def info(self) -> dict[str, Any]:
+        if self.error is None:
+            start = getattr(self.model, "start", None)
+            if start is not None:  # an engine that starts in the actor's event loop (vLLM's async engine)
+                try:
+                    await start()
+                except Exception as e:  # noqa: BLE001
+                    self.error = _one_line(e) or type(e).__name__
+        if self.error is not None:
+            return {"error": self.error}
         import ray
 
-        start = getattr(self.model, "start", None)
-        if start is not None:  # an engine that starts in the actor's event loop (vLLM's async engine)
-            await start()
         return {
             "fingerprint": self.model.fingerprint,
             "name": self.model.name,
@@ -178,7 +192,8 @@ class Replica:
                 loop.call_soon(_fail_all, [fut for _, fut in batch], missing)  # none, unless the backend is wrong
 
     def close(self) -> None:
-        self.model.close()
+        if self.model is not None:
+            self.model.close()
 
 
 # --- the driver side ------------------------------------------------------------------
@@ -315,6 +330,9 @@ class RayModel(ChatModel):
             except ray.exceptions.RayError as e:
                 cause = getattr(e, "cause", None) or e
                 raise ModelUnavailable(f"ray pool: replica {i} could not load its model: {_one_line(cause)}") from None
+        for i, info in enumerate(infos):
+            if "error" in info:
+                raise ModelUnavailable(f"ray pool: replica {i} could not load its model: {info['error']}")
         self.infos = infos  # type: ignore[assignment]
         fps = [info["fingerprint"] for info in infos]
         if len(set(fps)) > 1:
@@ -490,8 +508,8 @@ def _run_sync(coro: Coroutine):
 
 def check_pool(role: str, spec: ModelSpec, check_model) -> None:
     """Before a run starts: Ray is installed, and the inner model checks out where this
-    machine can see its weights (the replicas load them; on a cluster they may live on
-    the nodes alone, and then a replica reports a missing file when the pool starts)."""
+    machine can see its weights: always for a local cluster; on a cluster they may live
+    on the nodes alone, and then a replica reports a missing file when the pool starts."""
     import importlib.util
     from pathlib import Path
 
@@ -502,5 +520,6 @@ def check_pool(role: str, spec: ModelSpec, check_model) -> None:
     inner = spec.inner
     if inner.backend == "vllm":  # the driver needs no vLLM; the replicas do
         return
-    if inner.backend == "openai" or inner.model in KNOWN_MODELS or Path(inner.model).expanduser().exists():
+    local = (spec.ray_address or os.environ.get("RAY_ADDRESS") or "local") == "local"  # this machine's files
+    if local or inner.backend == "openai" or inner.model in KNOWN_MODELS or Path(inner.model).expanduser().exists():
         check_model(role, inner)
