@@ -12,6 +12,7 @@ all alike; the median and best round of each are reported, with the ratios to ra
 Then the same prompts at ``--batch-size`` and at batch size 1.
 
     flock /tmp/failforge-heavy.lock .venv/bin/python bench/throughput.py --prompts 32 --max-tokens 64
+    flock /tmp/failforge-heavy.lock .venv/bin/python bench/throughput.py --prompts 32 --max-tokens 96 --mixed --skip-single
 """
 
 from __future__ import annotations
@@ -74,6 +75,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--threads", type=int, default=None, help="llama.cpp threads (default: all cores)")
     ap.add_argument("--rounds", type=int, default=3, help="rounds of raw/full/chunked, in rotating order")
     ap.add_argument("--skip-single", action="store_true", help="skip the batch-size-1 comparison")
+    ap.add_argument("--mixed", action="store_true", help="max_tokens of 1/4, 2/4, 3/4 and 4/4 of --max-tokens in turn")
     args = ap.parse_args(argv)
 
     from failforge.models.base import SamplingParams, as_conversation, expand
@@ -81,10 +83,19 @@ def main(argv: list[str] | None = None) -> None:
     from failforge.models.spec import ModelSpec
 
     texts = prompts(args.prompts)
-    requests = expand([as_conversation(t) for t in texts], SamplingParams(max_tokens=args.max_tokens))
+    if args.mixed:
+        # answers of different lengths, as real ones are: a quarter, half, three quarters
+        # or all of --max-tokens, so a chunk's slots free at different steps
+        requests = [
+            r
+            for i, t in enumerate(texts)
+            for r in expand([as_conversation(t)], SamplingParams(max_tokens=max(1, args.max_tokens * (1 + i % 4) // 4)))
+        ]
+    else:
+        requests = expand([as_conversation(t) for t in texts], SamplingParams(max_tokens=args.max_tokens))
     spec = ModelSpec(model=args.model, batch_size=args.batch_size, n_threads=args.threads)
     model = LlamaCppModel(spec)
-    print(f"model {args.model}  prompts {args.prompts}  max_tokens {args.max_tokens}  greedy"
+    print(f"model {args.model}  prompts {args.prompts}  max_tokens {args.max_tokens}{' (mixed)' if args.mixed else ''}  greedy"
           f"  batch_size {args.batch_size}  threads {args.threads or 'all'}")
     model.complete(requests[:1])  # warm-up: first decode allocates buffers
 
