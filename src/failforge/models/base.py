@@ -13,10 +13,11 @@ Users call :meth:`ChatModel.generate` (or ``agenerate``) with conversations and
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import hashlib
 import json
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Coroutine, Iterator
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -200,6 +201,16 @@ class ChatModel(ABC):
 
     def __exit__(self, *exc):
         self.close()
+
+
+def run_sync(coro: Coroutine):
+    """Run a coroutine to completion from sync code, also when a loop is running (a notebook)."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coro)
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coro).result()
 
 
 def fingerprint_of(**parts) -> str:

@@ -30,18 +30,16 @@ Ray is an optional extra (``pip install 'failforge[ray]'``), imported when a poo
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import logging
 import os
 import threading
 import time
 from collections import Counter, deque
-from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
 
 from failforge.errors import ConfigError, ModelUnavailable
-from failforge.models.base import ChatModel, Completion, Request
+from failforge.models.base import ChatModel, Completion, Request, run_sync
 from failforge.models.spec import ModelSpec
 
 log = logging.getLogger("failforge.ray")
@@ -454,7 +452,7 @@ class RayModel(ChatModel):
         return results  # type: ignore[return-value]
 
     def _complete(self, requests: list[Request]) -> list[Completion]:
-        return _run_sync(self._acomplete(requests))
+        return run_sync(self._acomplete(requests))
 
     def take_events(self) -> dict[str, int]:
         """Counts since the last call, under the names the report's "Model servers" table
@@ -496,14 +494,6 @@ def _fail(fut: asyncio.Future, err: BaseException) -> None:
     if not fut.done():
         fut.set_exception(err)
 
-
-def _run_sync(coro: Coroutine):
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return asyncio.run(coro)
-    with concurrent.futures.ThreadPoolExecutor(1) as pool:
-        return pool.submit(asyncio.run, coro).result()
 
 
 def check_pool(role: str, spec: ModelSpec, check_model) -> None:

@@ -24,15 +24,12 @@ from __future__ import annotations
 import asyncio
 import inspect
 import itertools
-import json
 import time
-from pathlib import Path
 
 from failforge.errors import ModelUnavailable
-from failforge.models.base import ChatModel, Completion, Request, fingerprint_of
-from failforge.models.registry import KNOWN_MODELS, resolve_weights
+from failforge.models.base import ChatModel, Completion, Request
 from failforge.models.spec import ModelSpec
-from failforge.models.vllm import _ANSWER_ARGS, MISSING_EXTRA, _weights_identity
+from failforge.models.vllm import MISSING_EXTRA, engine_fingerprint, engine_setup
 
 
 class AsyncVLLMModel(ChatModel):
@@ -45,22 +42,11 @@ class AsyncVLLMModel(ChatModel):
             raise ModelUnavailable(MISSING_EXTRA) from None
         self.spec = spec
         self.name = spec.model
-        self.model_path = str(resolve_weights(spec.model)) if spec.model in KNOWN_MODELS else spec.model
-        args = dict(spec.engine_args)
+        self.model_path, args = engine_setup(spec)
         if int(args.get("tensor_parallel_size", 1) or 1) > 1:
             args.setdefault("distributed_executor_backend", "ray")
-        if spec.adapter:
-            if not Path(spec.adapter).is_dir():
-                raise ModelUnavailable(f"adapter {spec.adapter!r}: no such folder")
-            args.setdefault("enable_lora", True)
         self.engine_args = args
-        self._fingerprint = fingerprint_of(
-            backend=self.backend,
-            weights=_weights_identity(self.model_path),
-            adapter=_weights_identity(spec.adapter) if spec.adapter else None,
-            chat_template=spec.chat_template,
-            engine_args=json.dumps({k: args.get(k) for k in _ANSWER_ARGS}, sort_keys=True, default=str),
-        )
+        self._fingerprint = engine_fingerprint(self.backend, spec, self.model_path, args)
         self._engine = None
         self._tokenizer = None
         self._start_lock: asyncio.Lock | None = None

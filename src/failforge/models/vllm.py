@@ -42,6 +42,29 @@ def _weights_identity(model: str) -> dict[str, Any]:
     return {"hub_id": model}
 
 
+def engine_setup(spec: ModelSpec) -> tuple[str, dict]:
+    """The weights to load and the engine arguments for ``spec`` (LoRA enabled when it
+    names an adapter, which must be a folder)."""
+    model = str(resolve_weights(spec.model)) if spec.model in KNOWN_MODELS else spec.model
+    args = dict(spec.engine_args)
+    if spec.adapter:
+        if not Path(spec.adapter).is_dir():
+            raise ModelUnavailable(f"adapter {spec.adapter!r}: no such folder")
+        args.setdefault("enable_lora", True)
+    return model, args
+
+
+def engine_fingerprint(backend: str, spec: ModelSpec, model: str, args: dict) -> str:
+    """What decides a vLLM engine's answers: weights, adapter, template, answer-changing engine args."""
+    return fingerprint_of(
+        backend=backend,
+        weights=_weights_identity(model),
+        adapter=_weights_identity(spec.adapter) if spec.adapter else None,
+        chat_template=spec.chat_template,
+        engine_args=json.dumps({k: args.get(k) for k in _ANSWER_ARGS}, sort_keys=True, default=str),
+    )
+
+
 class VLLMModel(ChatModel):
     backend = "vllm"
 
@@ -53,25 +76,14 @@ class VLLMModel(ChatModel):
             raise ModelUnavailable(MISSING_EXTRA) from None
         self.spec = spec
         self.name = spec.model
-        model = str(resolve_weights(spec.model)) if spec.model in KNOWN_MODELS else spec.model
-        args = dict(spec.engine_args)
-        if spec.adapter:
-            if not Path(spec.adapter).is_dir():
-                raise ModelUnavailable(f"adapter {spec.adapter!r}: no such folder")
-            args.setdefault("enable_lora", True)
+        model, args = engine_setup(spec)
         try:
             self._llm = vllm.LLM(model=model, **args)
         except (OSError, ValueError) as e:
             raise ModelUnavailable(f"vllm could not load {model!r}: {' '.join(str(e).split())[:300]}") from None
         self._vllm = vllm
         self._lora = LoRARequest("adapter", 1, spec.adapter) if spec.adapter else None
-        self._fingerprint = fingerprint_of(
-            backend=self.backend,
-            weights=_weights_identity(model),
-            adapter=_weights_identity(spec.adapter) if spec.adapter else None,
-            chat_template=spec.chat_template,
-            engine_args=json.dumps({k: args.get(k) for k in _ANSWER_ARGS}, sort_keys=True, default=str),
-        )
+        self._fingerprint = engine_fingerprint(self.backend, spec, model, args)
 
     @property
     def fingerprint(self) -> str:

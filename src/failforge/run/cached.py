@@ -30,13 +30,12 @@ before each request or chunk otherwise).
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import queue
 import threading
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 
 from failforge.errors import BudgetReached
-from failforge.models.base import ChatModel, Completion, Request
+from failforge.models.base import ChatModel, Completion, Request, run_sync
 from failforge.run.store import RunStore
 
 #: called with the number of requests just finished
@@ -132,7 +131,7 @@ class CachedModel(ChatModel):
     def _complete(self, requests: list[Request]) -> list[Completion]:
         if self._native_async:
             # a server client or replica pool overlaps requests on the async path only
-            return _run_sync(self._acomplete(requests))
+            return run_sync(self._acomplete(requests))
         keys, found, missing = self._split(requests)
         self._tick(len(requests) - len(missing))
         if missing:
@@ -318,13 +317,3 @@ class _Committer:
 
 def _tokens(group: list[tuple[tuple[str, Request], Completion]]) -> int:
     return sum(c.prompt_tokens + c.completion_tokens for _, c in group)
-
-
-def _run_sync(coro: Coroutine):
-    """Run a coroutine to completion from sync code, also when a loop is running (a notebook)."""
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return asyncio.run(coro)
-    with concurrent.futures.ThreadPoolExecutor(1) as pool:
-        return pool.submit(asyncio.run, coro).result()
