@@ -9,7 +9,8 @@ after each kill. Each kill waits for its moment in the run's log and files:
 - ``judging``: the moment the target's answers are back, when the verdicts are
   computed and written (the math judge is a program: this window is milliseconds);
 - ``training``: inside a training step (a "training ..." line, no "trained ..." yet),
-  a random 3-25 s in, so that some kills land after a checkpoint and some before;
+  a random 2-10 s in, so that some kills land after a checkpoint and some before
+  (the default job's steps take 10-70 s);
 - ``gguf-export``: while a GGUF file is being written (its ``.*.gguf.tmp`` exists);
 - ``store-write``: the moment the store's write-ahead log grows.
 
@@ -94,7 +95,7 @@ def _moment(kind: str, new: list[str], run_dir: Path, wal: Path, wal_size: int, 
     if kind == "judging" and re.search(r"target answers: done", last):
         return now
     if kind == "training" and re.search(r"INFO training \S+:", last):
-        return now + rng.uniform(3, 25)
+        return now + rng.uniform(2, 10)
     return None
 
 
