@@ -12,7 +12,8 @@ after each kill. Each kill waits for its moment in the run's log and files:
   a random 2-10 s in, so that some kills land after a checkpoint and some before
   (the default job's steps take 10-70 s);
 - ``gguf-export``: while a GGUF file is being written (its ``.*.gguf.tmp`` exists);
-- ``store-write``: the moment the store's write-ahead log grows.
+- ``store-write``: the moment the store's write-ahead log is written (its size or
+  modification time changes).
 
 Every model call is logged at the backend (``FAILFORGE_CALL_LOG``, one line per
 answer computed, before the store commits it). At the end the script prints, and
@@ -59,7 +60,7 @@ def run_segment(args: list[str], run_dir: Path, call_log: Path, kill_at: str | N
     proc = subprocess.Popen([FAILFORGE, *args], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
     armed: float | None = None  # when the kill fires, once its moment is seen
     wal = run_dir / "store.sqlite-wal"
-    wal_size = _size(wal)
+    wal_seen = _stamp(wal)
     while proc.poll() is None:
         time.sleep(POLL)
         if kill_at is None:
@@ -67,8 +68,8 @@ def run_segment(args: list[str], run_dir: Path, call_log: Path, kill_at: str | N
         new = _lines(log)[len(start_lines) :]
         now = time.perf_counter()
         if armed is None:
-            armed = _moment(kill_at, new, run_dir, wal, wal_size, rng, now)
-            wal_size = _size(wal)
+            armed = _moment(kill_at, new, run_dir, wal, wal_seen, rng, now)
+            wal_seen = _stamp(wal)
         if armed is not None and now >= armed and _still_in(kill_at, _lines(log)[len(start_lines) :], run_dir):
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
@@ -81,12 +82,12 @@ def run_segment(args: list[str], run_dir: Path, call_log: Path, kill_at: str | N
     return {"killed": None, "seconds": time.perf_counter() - t0}
 
 
-def _moment(kind: str, new: list[str], run_dir: Path, wal: Path, wal_size: int, rng: random.Random, now: float) -> float | None:
+def _moment(kind: str, new: list[str], run_dir: Path, wal: Path, wal_seen: tuple[int, int], rng: random.Random, now: float) -> float | None:
     """When to kill, once the wanted moment has begun (None: not yet)."""
     if kind == "gguf-export":
         return now + rng.uniform(0, 0.5) if _gguf_tmp(run_dir) else None
     if kind == "store-write":
-        return now if _size(wal) > wal_size else None
+        return now if _stamp(wal) != wal_seen else None
     if not new:
         return None
     last = new[-1]
@@ -121,11 +122,15 @@ def _lines(path: Path) -> list[str]:
         return []
 
 
-def _size(path: Path) -> int:
+def _stamp(path: Path) -> tuple[int, int]:
+    """Size and modification time: SQLite rewrites its WAL from the start after a
+    checkpoint, so a write does not always make the file grow."""
     try:
-        return path.stat().st_size
+        st = path.stat()
+        return st.st_size, st.st_mtime_ns
     except FileNotFoundError:
-        return 0
+        return 0, 0
+
 
 
 def stored_keys(run_dir: Path) -> set[str]:
