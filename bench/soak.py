@@ -1,8 +1,10 @@
 """Kill the default job with SIGKILL at chosen moments, resume after each kill, and
 check that nothing was lost or done twice.
 
-One uninterrupted reference run, then one run killed ``--kills`` times and resumed
-after each kill. Each kill waits for its moment in the run's log and files:
+One uninterrupted reference run, then one run killed up to ``--kills`` times and
+resumed after each kill. The kills are shared out among five kinds of moment; each
+process is killed at the first moment, of a kind with kills left, seen in the run's
+log and files:
 
 - ``generation``: a model is answering (the proposer, the target, the held-out
   check: a "... N to do" line with no "done" yet), a random 1-12 s in;
@@ -46,36 +48,42 @@ import time
 from pathlib import Path
 
 FAILFORGE = str(Path(sys.executable).with_name("failforge"))
-# in the order the default job reaches them, so that ten kills fit in one run
+# how ten kills are shared out; each segment is killed at the first moment, of a kind
+# still planned, that the run reaches, so that the plan fits in one run
 PLAN = ["training", "gguf-export", "generation", "judging", "store-write", "training", "generation", "training", "gguf-export", "generation"]
 POLL = 0.02
 
 
-def run_segment(args: list[str], run_dir: Path, call_log: Path, kill_at: str | None, rng: random.Random) -> dict:
-    """One process of the run; killed at ``kill_at`` (None: let it finish)."""
+def run_segment(args: list[str], run_dir: Path, call_log: Path, kinds: collections.Counter | None, rng: random.Random) -> dict:
+    """One process of the run, killed at the first moment of one of ``kinds`` still
+    planned (None: let it finish)."""
     env = os.environ | {"FAILFORGE_CALL_LOG": str(call_log)}
     log = run_dir / "run.log"
     start_lines = _lines(log)
     t0 = time.perf_counter()
     proc = subprocess.Popen([FAILFORGE, *args], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
-    armed: float | None = None  # when the kill fires, once its moment is seen
+    armed: dict[str, float] = {}  # moment -> when the kill fires, once the moment is seen
     wal = run_dir / "store.sqlite-wal"
     wal_seen = _stamp(wal)
     while proc.poll() is None:
         time.sleep(POLL)
-        if kill_at is None:
+        if not kinds:
             continue
         new = _lines(log)[len(start_lines) :]
         now = time.perf_counter()
-        if armed is None:
-            armed = _moment(kill_at, new, run_dir, wal, wal_seen, rng, now)
-            wal_seen = _stamp(wal)
-        if armed is not None and now >= armed and _still_in(kill_at, _lines(log)[len(start_lines) :], run_dir):
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-            return {"killed": kill_at, "seconds": time.perf_counter() - t0, "last_line": (new[-1] if new else "")[-120:]}
-        if armed is not None and now >= armed:
-            armed = None  # the moment passed before the delay ran out: wait for the next one
+        for kind in (k for k, n in kinds.items() if n > 0 and k not in armed):
+            at = _moment(kind, new, run_dir, wal, wal_seen, rng, now)
+            if at is not None:
+                armed[kind] = at
+        wal_seen = _stamp(wal)
+        for kind, at in list(armed.items()):
+            if now < at:
+                continue
+            if _still_in(kind, _lines(log)[len(start_lines) :], run_dir):
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+                return {"killed": kind, "seconds": time.perf_counter() - t0, "last_line": (new[-1] if new else "")[-120:]}
+            del armed[kind]  # the moment passed before the delay ran out: wait for the next one
     err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
     if proc.returncode != 0:
         raise SystemExit(f"failforge {' '.join(args)} exited {proc.returncode}: {err.strip()[-400:]}")
@@ -165,22 +173,20 @@ def main() -> None:
     ref_seg = run_segment(["run", "--run-dir", str(ref), *a.extra], ref, ref_log, None, rng)
     print(f"  {ref_seg['seconds']:.0f} s, {len(logged(ref_log))} backend answers", flush=True)
 
-    plan = (PLAN * (a.kills // len(PLAN) + 1))[: a.kills]
+    plan = collections.Counter((PLAN * (a.kills // len(PLAN) + 1))[: a.kills])
     segments, committed_at_kill = [], []
     args = ["run", "--run-dir", str(soak), *a.extra]
-    for i, kind in enumerate([*plan, None]):
-        seg = run_segment(args, soak, soak_log, kind, rng)
+    while True:
+        seg = run_segment(args, soak, soak_log, plan, rng)
         seg["answers_logged"] = len(logged(soak_log))
         segments.append(seg)
         if seg["killed"] is None:
-            print(f"  segment {i + 1}: finished ({seg['seconds']:.0f} s)", flush=True)
+            print(f"  segment {len(segments)}: finished ({seg['seconds']:.0f} s)", flush=True)
             break
+        plan[seg["killed"]] -= 1
         committed_at_kill.append((len(logged(soak_log)), stored_keys(soak)))
-        print(f"  kill {i + 1} ({kind}) after {seg['seconds']:.1f} s; last line: {seg['last_line']}", flush=True)
+        print(f"  kill {len(segments)} ({seg['killed']}) after {seg['seconds']:.1f} s; last line: {seg['last_line']}", flush=True)
         args = ["resume", str(soak)]
-    else:
-        seg = run_segment(args, soak, soak_log, None, rng)
-        segments.append(seg)
 
     # answers computed twice: fine only when the first one was not yet stored at the kill after it
     keys = logged(soak_log)

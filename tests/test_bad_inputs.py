@@ -222,6 +222,8 @@ CASES = [
     Case("seeds-invalid-utf8", seeds_file("s.jsonl", b'{"question": "\xff"}\n'), ("s.jsonl", "invalid UTF-8")),
     Case("dataset-unknown-name", lambda tmp, _: _rg(tmp, "seeds.dataset=nosuchset"), ("nosuchset", "not a known name")),
     Case("dataset-hub-ref-no-name", lambda tmp, _: _rg(tmp, "seeds.dataset=hf:@train"), ("hf:@train", "expected hf:NAME")),
+    Case("train-batch-not-shared-by-processes", lambda tmp, _: _rg(tmp, "train.proposer.processes=3"), ("train.proposer", "multiple of processes 3")),
+    Case("train-inprocess-with-processes", lambda tmp, _: _rg(tmp, "train.target.processes=2", "train.target.launcher=inprocess"), ("train.target", "launcher inprocess")),
     # --- servers ----------------------------------------------------------------------
     Case("server-unreachable", server("closed", ", max_retries: 1"), ("openai backend", "127.0.0.1")),
     Case("server-answers-html", server("html"), ("openai backend", "not JSON")),

@@ -26,3 +26,7 @@ class BudgetReached(Exception):
 
     Not an error: the CLI prints the message on one line and exits with code 3.
     """
+
+
+class TrainingFailed(FailforgeError):
+    """A training step's own processes failed; the message names their log."""

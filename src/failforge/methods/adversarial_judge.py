@@ -116,6 +116,8 @@ class AdversarialJudge(Method):
 
         if config.train.kind != "classifier":
             raise ConfigError("train.kind must be 'classifier' (the judge is a sequence classifier)")
+        if config.train.launched():
+            raise ConfigError("train: classifier steps train in the run's process; processes, launcher and accelerate_config apply to sft and dpo steps")
         if config.labeller.kind != "oracle" and config.labeller.judge is not None:
             raise ConfigError("labeller.judge is only used by the oracle labeller")
         super().check(config)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from failforge.errors import ConfigError
 from failforge.models.spec import ModelSpec
 from failforge.run.context import RunContext
 from failforge.train.base import ModelVersion, TrainSettings
@@ -80,7 +81,10 @@ class Versions:
         self.ctx.release_pools()
         self.ctx.log(f"training {name}: SFT on {len(rows)} rows")
         t = time.perf_counter()
-        version = train_sft(base, rows, settings, self._out(name), store=self.ctx.store, name=name, quiet=self.quiet)
+        if settings.launched():
+            version = self._launched("sft", name, base, rows, settings)
+        else:
+            version = train_sft(base, rows, settings, self._out(name), store=self.ctx.store, name=name, quiet=self.quiet)
         self._done(name, t)
         return version
 
@@ -90,9 +94,23 @@ class Versions:
         self.ctx.release_pools()
         self.ctx.log(f"training {name}: DPO on {len(rows)} pairs (reference = the previous version)")
         t = time.perf_counter()
-        version = train_dpo(base, rows, settings, self._out(name), store=self.ctx.store, ref=base, name=name, quiet=self.quiet)
+        if settings.launched():
+            version = self._launched("dpo", name, base, rows, settings, ref=base)
+        else:
+            version = train_dpo(base, rows, settings, self._out(name), store=self.ctx.store, ref=base, name=name, quiet=self.quiet)
         self._done(name, t)
         return version
+
+    def _launched(self, kind, name: str, base: ModelVersion, rows: list[dict], settings: TrainSettings, ref=None) -> ModelVersion:
+        """The step in processes of its own (``train/launch.py``); on CPUs the run's thread
+        count is shared out among them."""
+        from failforge.train.launch import train_launched
+        from failforge.train.threads import run_threads
+
+        threads = max(1, run_threads(self.ctx.store, log=self.ctx.log) // settings.processes)
+        return train_launched(
+            kind, base, rows, settings, self._out(name), name=name, store=self.ctx.store, ref=ref, threads=threads, progress=self.ctx.log
+        )
 
     def served_like(self, name: str, base: ModelVersion, trained: ModelVersion, settings: TrainSettings) -> ModelVersion:
         """The untrained weights, exported and served exactly as ``trained`` is (the
@@ -121,6 +139,8 @@ class Versions:
     ) -> ModelVersion:
         from failforge.train.classifier import train_classifier
 
+        if settings.launched():
+            raise ConfigError(f"{name}: classifier steps train in the run's process; processes, launcher and accelerate_config apply to sft and dpo steps")
         self.ctx.release_pools()
         self.ctx.log(f"training {name}: classifier on {len(rows)} rows (from {base.name})")
         t = time.perf_counter()

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from failforge.models.spec import ModelSpec
 
@@ -58,6 +58,32 @@ class TrainSettings(BaseModel):
     #: optimizer steps between resumable checkpoints (a killed run redoes at most this many);
     #: null: a quarter of max_steps (at least 1), or 50 when the epochs decide the length
     save_steps: int | None = Field(None, ge=1)
+    #: data-parallel training processes; batch_size is split among them (docs/scale.md)
+    processes: int = Field(1, ge=1)
+    #: how the step runs: "inprocess" (in the run's own process), "accelerate" (a process group of
+    #: its own under `accelerate launch`, over the step folder); null: accelerate when processes > 1
+    #: or accelerate_config is set, else in process
+    launcher: Literal["inprocess", "accelerate"] | None = None
+    #: an `accelerate config` file (DDP, FSDP or DeepSpeed ZeRO across GPUs or nodes), passed to
+    #: `accelerate launch --config_file`
+    accelerate_config: str | None = None
+
+    @model_validator(mode="after")
+    def _check_processes(self) -> TrainSettings:
+        if self.batch_size % self.processes:
+            raise ValueError(f"batch_size {self.batch_size} must be a multiple of processes {self.processes} (each process takes an equal share)")
+        if self.launcher == "inprocess" and (self.processes > 1 or self.accelerate_config):
+            raise ValueError("launcher inprocess trains in one process: it takes neither processes > 1 nor accelerate_config")
+        return self
+
+    def launched(self) -> bool:
+        """Whether the step runs as processes of its own under ``accelerate launch``."""
+        if self.launcher is not None:
+            return self.launcher == "accelerate"
+        return self.processes > 1 or self.accelerate_config is not None
+
+    def per_process_batch(self) -> int:
+        return self.batch_size // self.processes
 
     def checkpoint_every(self) -> int:
         """Optimizer steps between checkpoints: ``save_steps``, else tied to ``max_steps``."""

@@ -45,6 +45,8 @@ class StepRecorder(TrainerCallback):
         logs = logs or {}
         if "loss" not in logs:  # the end-of-training summary, eval logs
             return
+        if not state.is_world_process_zero:  # of several processes, rank 0 alone writes the log
+            return
         loss = float(logs["loss"])
         extra = {k: v for k, v in logs.items() if k != "loss" and isinstance(v, (int, float))}
         row = {"step": state.global_step, "loss": loss, "seconds": self._seconds, **extra}

@@ -37,7 +37,10 @@ log = logging.getLogger("failforge.train")
 DONE = "DONE"
 INPUTS = "inputs.json"
 #: settings that change files next to the weights but not the weights themselves
-_NOT_WEIGHTS = {"export_gguf", "gguf_dtype", "save_steps", "precision", "gradient_checkpointing", "precompute_ref"}
+_NOT_WEIGHTS = {
+    "export_gguf", "gguf_dtype", "save_steps", "precision", "gradient_checkpointing", "precompute_ref",
+    "launcher", "accelerate_config",
+}
 
 
 # --- atomic writes ----------------------------------------------------------------
@@ -115,7 +118,10 @@ def weights_hash(folder: str | Path) -> str:
 
 def weight_settings(settings: TrainSettings) -> dict[str, Any]:
     """The settings that decide the trained weights (what a fingerprint must cover)."""
-    return settings.model_dump(mode="json", exclude=_NOT_WEIGHTS)
+    out = settings.model_dump(mode="json", exclude=_NOT_WEIGHTS)
+    if out["processes"] == 1:  # one process, as before the setting existed: the same fingerprints
+        del out["processes"]
+    return out
 
 
 def base_version(checkpoint: str | Path, name: str, gguf: str | Path | None = None) -> ModelVersion:

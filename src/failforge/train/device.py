@@ -40,6 +40,8 @@ from failforge.train.base import TrainSettings
 log = logging.getLogger("failforge.train")
 
 DeviceKind = Literal["cpu", "cuda", "mps"]
+#: a step folder's record of its device plan
+PLAN_FILE = "plan.json"
 
 
 class DevicePlan(BaseModel):
@@ -69,11 +71,20 @@ class DevicePlan(BaseModel):
             f"gradient checkpointing {ckpt} ({self.checkpointing_reason})"
         )
 
-    def record(self, name: str, store=None) -> None:
-        """Write the plan and its reasons to the log and, with a run store, to its ``train_plan`` records."""
+    def record(self, name: str, store=None, folder: Path | None = None) -> None:
+        """Write the plan and its reasons to the log, with a run store to its ``train_plan``
+        records, and with a step folder to its ``plan.json`` (rank 0 of several processes,
+        which have no store: the run imports it)."""
+        from failforge.train.ranks import is_rank_zero
+
         log.info("%s: training on %s", name, self.describe())
+        record = self.model_dump() | {"precision": self.precision}
         if store is not None:
-            store.put_records("train_plan", [(name, self.model_dump() | {"precision": self.precision})])
+            store.put_records("train_plan", [(name, record)])
+        if folder is not None and is_rank_zero():
+            from failforge.train.checkpointing import atomic_write_text
+
+            atomic_write_text(Path(folder) / PLAN_FILE, json.dumps(record, indent=2))
 
     def trainer_kwargs(self) -> dict:
         """The matching ``TrainingArguments`` / TRL config fields."""

@@ -33,6 +33,7 @@ from failforge.run.store import RunStore
 from failforge.train.base import ModelVersion, TrainSettings
 from failforge.train.checkpointing import StepDir
 from failforge.train.device import plan_device
+from failforge.train.ranks import is_rank_zero, main_process_first
 from failforge.train.threads import run_threads
 from failforge.train.sft import (
     chat,
@@ -62,20 +63,25 @@ def train_dpo(
     *,
     quiet: bool = False,
     callbacks: Sequence[Any] = (),
-) -> ModelVersion:
-    """Train ``base`` to prefer ``chosen`` over ``rejected`` (beta from settings)."""
+    threads: int | None = None,
+) -> ModelVersion | None:
+    """Train ``base`` to prefer ``chosen`` over ``rejected`` (beta from settings).
+
+    Under ``accelerate launch`` only rank 0 returns the version (see ``train_sft``).
+    """
     data = dpo_rows(rows)
     name = name or Path(out_dir).name
     separate_ref = ref is not None and ref.fingerprint != base.fingerprint
     step = StepDir(out_dir, "dpo", base, settings, data, extra={"ref": (ref or base).fingerprint})
-    if (done := step.done()) is not None:
-        log.info("%s: already trained in %s", name, step.root)
-        return done
-    step.claim()
     from failforge.train.callbacks import quiet_progress
 
-    with quiet_progress(quiet):  # merging a parent adapter loads weights too
-        checkpoint = plain_checkpoint(base, step)
+    with main_process_first():
+        if (done := step.done()) is not None:
+            log.info("%s: already trained in %s", name, step.root)
+            return done
+        step.claim()
+        with quiet_progress(quiet):  # merging a parent adapter loads weights too
+            checkpoint = plain_checkpoint(base, step)
     if not weights_saved(step, settings):
         with quiet_progress(quiet):
             from datasets import Dataset
@@ -84,9 +90,9 @@ def train_dpo(
             from failforge.train.batching import TokenCount, group_dpo_by_length
 
             plan = plan_device(
-                settings, threads=run_threads(store, log=log.info), checkpoint=checkpoint, sequences_per_row=2
+                settings, threads=threads or run_threads(store, log=log.info), checkpoint=checkpoint, sequences_per_row=2
             )
-            plan.record(name, store)
+            plan.record(name, store, step.root)
             plan.apply()
             precompute, why = precompute_reference(settings, len(data))
             log.info("%s: reference log-probabilities %s (%s)", name, "computed once per row" if precompute else "computed at every step", why)
@@ -125,8 +131,12 @@ def train_dpo(
             group_dpo_by_length(trainer, settings.seed)
             TokenCount().install(trainer)
             step.train(trainer, name, store, quiet, callbacks)
+            if not trainer.is_world_process_zero():
+                return None
             save_weights(trainer.model, tokenizer, step, settings)
             del trainer, model, ref_model
+    elif not is_rank_zero():
+        return None
     with quiet_progress(quiet):  # the GGUF export loads the merged weights
         return finish_causal(step, base, settings, name, checkpoint)
 

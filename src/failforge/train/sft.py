@@ -32,6 +32,7 @@ from failforge.run.store import RunStore
 from failforge.train.base import ModelVersion, TrainSettings
 from failforge.train.checkpointing import StepDir, atomic_dir
 from failforge.train.device import DevicePlan, plan_device
+from failforge.train.ranks import is_rank_zero, main_process_first, world_size
 from failforge.train.threads import run_threads
 
 log = logging.getLogger("failforge.train")
@@ -47,19 +48,25 @@ def train_sft(
     *,
     quiet: bool = False,
     callbacks: Sequence[Any] = (),
-) -> ModelVersion:
-    """Fine-tune ``base`` on ``rows``; returns the new version (re-running a finished step returns it again)."""
+    threads: int | None = None,
+) -> ModelVersion | None:
+    """Fine-tune ``base`` on ``rows``; returns the new version (re-running a finished step returns it again).
+
+    Under ``accelerate launch`` every rank calls this; only rank 0 saves, exports and
+    returns the version, the others return None.
+    """
     data = sft_rows(rows)
     name = name or Path(out_dir).name
     step = StepDir(out_dir, "sft", base, settings, data)
-    if (done := step.done()) is not None:
-        log.info("%s: already trained in %s", name, step.root)
-        return done
-    step.claim()
     from failforge.train.callbacks import quiet_progress
 
-    with quiet_progress(quiet):  # merging a parent adapter loads weights too
-        checkpoint = plain_checkpoint(base, step)
+    with main_process_first():
+        if (done := step.done()) is not None:
+            log.info("%s: already trained in %s", name, step.root)
+            return done
+        step.claim()
+        with quiet_progress(quiet):  # merging a parent adapter loads weights too
+            checkpoint = plain_checkpoint(base, step)
     if not weights_saved(step, settings):
         with quiet_progress(quiet):
             from datasets import Dataset
@@ -67,8 +74,8 @@ def train_sft(
 
             from failforge.train.batching import TokenCount, make_padding_free
 
-            plan = plan_device(settings, threads=run_threads(store, log=log.info), checkpoint=checkpoint)
-            plan.record(name, store)
+            plan = plan_device(settings, threads=threads or run_threads(store, log=log.info), checkpoint=checkpoint)
+            plan.record(name, store, step.root)
             plan.apply()
             model, tokenizer = load_causal_lm(checkpoint, plan, settings)
             args = SFTConfig(
@@ -90,8 +97,12 @@ def train_sft(
             make_padding_free(trainer)
             TokenCount().install(trainer)
             step.train(trainer, name, store, quiet, callbacks)
+            if not trainer.is_world_process_zero():
+                return None
             save_weights(trainer.model, tokenizer, step, settings)
             del trainer, model
+    elif not is_rank_zero():
+        return None
     with quiet_progress(quiet):  # the GGUF export loads the merged weights
         return finish_causal(step, base, settings, name, checkpoint)
 
@@ -161,7 +172,7 @@ def trainer_args(settings: TrainSettings, plan: DevicePlan, output_dir: Path, qu
     """``TrainingArguments`` fields from the step's settings and device plan."""
     return dict(
         output_dir=str(output_dir),
-        per_device_train_batch_size=settings.batch_size,
+        per_device_train_batch_size=settings.per_process_batch(),
         gradient_accumulation_steps=settings.gradient_accumulation_steps,
         learning_rate=settings.learning_rate,
         num_train_epochs=settings.epochs,
@@ -178,6 +189,8 @@ def trainer_args(settings: TrainSettings, plan: DevicePlan, output_dir: Path, qu
         disable_tqdm=quiet,
         dataloader_num_workers=0,
         **plan.trainer_kwargs(),
+        # several processes on CPUs talk over gloo (NCCL is for GPUs)
+        **({"ddp_backend": "gloo"} if plan.device == "cpu" and world_size() > 1 else {}),
     )
 
 
