@@ -65,6 +65,8 @@ def run_segment(args: list[str], run_dir: Path, call_log: Path, kinds: collectio
     armed: dict[str, float] = {}  # moment -> when the kill fires, once the moment is seen
     wal = run_dir / "store.sqlite-wal"
     wal_seen = _stamp(wal)
+    # a GGUF export cut short by the previous kill leaves its .tmp until the step runs again
+    stale_gguf = {p: _stamp(p) for p in _gguf_tmp(run_dir)}
     while proc.poll() is None:
         time.sleep(POLL)
         if not kinds:
@@ -72,14 +74,14 @@ def run_segment(args: list[str], run_dir: Path, call_log: Path, kinds: collectio
         new = _lines(log)[len(start_lines) :]
         now = time.perf_counter()
         for kind in (k for k, n in kinds.items() if n > 0 and k not in armed):
-            at = _moment(kind, new, run_dir, wal, wal_seen, rng, now)
+            at = _moment(kind, new, run_dir, wal, wal_seen, stale_gguf, rng, now)
             if at is not None:
                 armed[kind] = at
         wal_seen = _stamp(wal)
         for kind, at in list(armed.items()):
             if now < at:
                 continue
-            if _still_in(kind, _lines(log)[len(start_lines) :], run_dir):
+            if _still_in(kind, _lines(log)[len(start_lines) :], run_dir, stale_gguf):
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
                 return {"killed": kind, "seconds": time.perf_counter() - t0, "last_line": (new[-1] if new else "")[-120:]}
@@ -90,10 +92,12 @@ def run_segment(args: list[str], run_dir: Path, call_log: Path, kinds: collectio
     return {"killed": None, "seconds": time.perf_counter() - t0}
 
 
-def _moment(kind: str, new: list[str], run_dir: Path, wal: Path, wal_seen: tuple[int, int], rng: random.Random, now: float) -> float | None:
+def _moment(
+    kind: str, new: list[str], run_dir: Path, wal: Path, wal_seen: tuple[int, int], stale_gguf: dict, rng: random.Random, now: float
+) -> float | None:
     """When to kill, once the wanted moment has begun (None: not yet)."""
     if kind == "gguf-export":
-        return now + rng.uniform(0, 0.5) if _gguf_tmp(run_dir) else None
+        return now + rng.uniform(0, 0.5) if _writing_gguf(run_dir, stale_gguf) else None
     if kind == "store-write":
         return now if _stamp(wal) != wal_seen else None
     if not new:
@@ -108,9 +112,9 @@ def _moment(kind: str, new: list[str], run_dir: Path, wal: Path, wal_seen: tuple
     return None
 
 
-def _still_in(kind: str, new: list[str], run_dir: Path) -> bool:
+def _still_in(kind: str, new: list[str], run_dir: Path, stale_gguf: dict) -> bool:
     if kind == "gguf-export":
-        return bool(_gguf_tmp(run_dir))
+        return _writing_gguf(run_dir, stale_gguf)
     if kind in ("store-write", "judging"):
         return True
     last = new[-1] if new else ""
@@ -121,6 +125,11 @@ def _still_in(kind: str, new: list[str], run_dir: Path) -> bool:
 
 def _gguf_tmp(run_dir: Path) -> list[Path]:
     return list(run_dir.glob("**/.*.gguf.tmp"))
+
+
+def _writing_gguf(run_dir: Path, stale: dict) -> bool:
+    """A GGUF being written now: a .tmp that is new, or a stale one written again."""
+    return any(stale.get(p) != _stamp(p) for p in _gguf_tmp(run_dir))
 
 
 def _lines(path: Path) -> list[str]:

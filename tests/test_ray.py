@@ -320,3 +320,78 @@ def test_concurrent_calls_share_the_pool_least_loaded_first(cluster):
         assert max(seen) <= 2
     finally:
         pool.close()
+
+
+# --- classifier judges as replicas ----------------------------------------------------------
+
+
+def _texts(n: int) -> list[str]:
+    words = ["you are a damn fool", "what a lovely day", "shut the hell up", "thanks for the help", "this is crap", "see you soon"]
+    return [f"{words[i % len(words)]} number {i}" for i in range(n)]
+
+
+def test_a_classifier_judge_on_two_replicas_judges_as_one_process(cluster):
+    from failforge.judges.base import JudgeInput
+    from failforge.judges.registry import JudgeSpec, build_judge
+
+    items = [JudgeInput(instruction="Say something.", responses=[t]) for t in _texts(300)] + [
+        JudgeInput(instruction="Say something.", responses=["   "])  # nothing to classify: unscorable, not sent
+    ]
+    local = build_judge(JudgeSpec(kind="classifier", classifier="profanity"))
+    pooled = build_judge(JudgeSpec(kind="classifier", classifier="profanity", replicas=2, cpus_per_replica=0.5, ray_address=cluster.address))
+    try:
+        assert pooled.classifier.live_replicas == 2
+        # the same id and version: verdicts a run cached in one process are the pool's too
+        assert (pooled.id, pooled.version) == (local.id, local.version)
+        a, b = local.judge(items), pooled.judge(items)
+        assert [(v.label, v.score) for v in a] == [(v.label, v.score) for v in b]
+        assert {v.label for v in b} == {"fail", "pass", "unscorable"}
+        assert pooled.classifier.answered == 5  # 300 texts in chunks of 64, over both replicas
+    finally:
+        pooled.classifier.close()
+    wait_for(lambda: ray.available_resources().get("CPU", 0) >= 2, 30, "the classifier pool's CPUs to come back")
+
+
+def test_a_lost_classifier_replica_loses_no_text(cluster):
+    import threading
+
+    from failforge.judges.classifier import ProfanityClassifier
+    from failforge.judges.classifier_pool import ClassifierPool
+
+    texts = _texts(3000)
+    pool = ClassifierPool("profanity", replicas=2, cpus_per_replica=0.5, ray_address=cluster.address, chunk=1)
+    out: dict = {}
+
+    def work():
+        try:
+            out["probs"] = pool.predict_proba(texts)
+        except BaseException as e:  # noqa: BLE001 - reported below
+            out["error"] = e
+
+    t = threading.Thread(target=work)
+    try:
+        t.start()
+        wait_for(lambda: pool.answered >= 20, 60, "the first chunks", every=0.005)
+        ray.kill(pool.actor(0), no_restart=True)
+        t.join(timeout=120)
+        assert not t.is_alive() and "error" not in out, out.get("error")
+        assert pool.live_replicas == 1 and pool.resent >= 1
+        assert out["probs"] == ProfanityClassifier().predict_proba(texts)
+    finally:
+        pool.close()
+    wait_for(lambda: ray.available_resources().get("CPU", 0) >= 2, 30, "the classifier pool's CPUs to come back")
+
+
+def test_a_classifier_pool_that_cannot_start_says_why_in_one_line(cluster):
+    from failforge.errors import ModelUnavailable
+    from failforge.judges.classifier_pool import ClassifierPool
+
+    with pytest.raises(ModelUnavailable) as e:
+        ClassifierPool("profanity", replicas=8, cpus_per_replica=1, ray_address=cluster.address)
+    assert str(e.value) == "classifier pool of 8 x profanity: needs CPU 8, the cluster has 2"
+    with pytest.raises(ModelUnavailable) as e:
+        ClassifierPool("/nowhere/judge", replicas=2, cpus_per_replica=0.5, ray_address=cluster.address)
+    msg = str(e.value)
+    assert msg.startswith("classifier pool of 2 x /nowhere/judge: replica 0 could not load the classifier: ") and "\n" not in msg
+    assert "no such folder" in msg
+    wait_for(lambda: ray.available_resources().get("CPU", 0) >= 2, 30, "the refused pool's CPUs to come back")

@@ -171,3 +171,13 @@ def test_a_replica_that_cannot_load_reports_why_in_one_line():
     info = asyncio.run(rep.info())
     assert info == {"error": info["error"]} and "/nowhere/model.gguf" in info["error"] and "\n" not in info["error"]
     rep.close()
+
+
+def test_classifier_replicas_that_disagree_on_the_version_are_refused():
+    from failforge.errors import ModelUnavailable
+    from failforge.judges.classifier_pool import check_versions
+
+    same = {"name": "profanity", "version": "v1", "reads_pairs": False}
+    check_versions("pool", [same, dict(same)])
+    with pytest.raises(ModelUnavailable, match=r"^pool: replicas disagree on the classifier's version \(replica 0: v1, replica 1: v2\)$"):
+        check_versions("pool", [same, same | {"version": "v2"}])

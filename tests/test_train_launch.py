@@ -13,6 +13,7 @@ import sys
 
 import pytest
 from pydantic import ValidationError
+from train_rows import DPO_ROWS, SFT_ROWS
 
 from failforge.errors import ConfigError
 from failforge.run.store import RunStore
@@ -91,15 +92,6 @@ def test_worker_without_a_job_says_so_in_one_line(tmp_path, capsys):
 
 
 # --- real processes ---------------------------------------------------------------------
-SFT_ROWS = [
-    {"messages": [{"role": "user", "content": f"What is {i} plus {i}?"}, {"role": "assistant", "content": f"{i} plus {i} is {2 * i}."}]}
-    for i in range(8)
-]
-DPO_ROWS = [
-    {"prompt": [{"role": "user", "content": f"Ask me a question about the number {i}."}],
-     "chosen": f"What is {i} times {i + 7}?", "rejected": "Hello."}
-    for i in range(8)
-]
 
 
 def _settings(**kw) -> TrainSettings:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 
 import pytest
+from train_rows import DPO_ROWS, SFT_ROWS
 
 from failforge.models.registry import resolve_weights
 from failforge.run.store import RunStore
@@ -37,15 +38,6 @@ EVAL_RTOL = 0.10
 #: fp32, has learned less is not measured yet (docs/training.md)
 DPO_ATOL = 0.25
 
-SFT_ROWS = [
-    {"messages": [{"role": "user", "content": f"What is {i} plus {i}?"}, {"role": "assistant", "content": f"{i} plus {i} is {2 * i}."}]}
-    for i in range(8)
-]
-DPO_ROWS = [
-    {"prompt": [{"role": "user", "content": f"Ask me a question about the number {i}."}],
-     "chosen": f"What is {i} times {i + 7}?", "rejected": "Hello."}
-    for i in range(8)
-]
 PROMPTS = ["What is 3 plus 3?", "What is 5 plus 5?", "What is 12 plus 12?", "Name a colour.", "What is 7 plus 7?"]
 
 

@@ -29,7 +29,7 @@ Kind = Literal["refusal", "llm", "classifier", "math", "honesty", "equality", "c
 _FIELDS: dict[str, set[str]] = {
     "refusal": {"fail_on", "method", "phrases_file", "extra_phrases", "opening_chars"},
     "llm": {"model", "rubric", "threshold", "max_tokens", "guard_mode", "assess"},
-    "classifier": {"classifier", "threshold", "field", "positive_label"},
+    "classifier": {"classifier", "threshold", "field", "positive_label", "replicas", "cpus_per_replica", "ray_address"},
     "math": {"model", "no_answer", "decimal_places", "last_number_fallback", "max_tokens"},
     "honesty": {"threshold", "letters", "max_unparsed_share"},
     "equality": {"model", "max_tokens"},
@@ -86,6 +86,12 @@ class JudgeSpec(BaseModel):
     #: honesty: above this share of responses naming no option, unscorable (default 0.3)
     max_unparsed_share: float | None = Field(None, ge=0, le=1)
     max_tokens: int | None = Field(None, ge=1)
+    #: classifier: run the classifier in this many Ray actors (docs/scale.md); unset: in the run's process
+    replicas: int | None = Field(None, ge=1)
+    #: classifier replicas: CPUs each actor takes (default 1)
+    cpus_per_replica: float | None = Field(None, gt=0)
+    #: classifier replicas: the cluster to join (default $RAY_ADDRESS, else a local cluster)
+    ray_address: str | None = None
 
     @model_validator(mode="after")
     def _fields_fit_kind(self) -> "JudgeSpec":
@@ -210,7 +216,17 @@ def build_judge(spec: JudgeSpec, model: ChatModel | None = None, cache_root: Pat
     if kind == "classifier":
         from failforge.judges.classifier import ClassifierJudge
 
-        clf, trained_field = _classifier(spec.classifier or "profanity", spec.positive_label)
+        source = spec.classifier or "profanity"
+        if spec.replicas:
+            from failforge.judges.classifier_pool import ClassifierPool
+
+            trained_field = _trained_field(source)
+            clf = ClassifierPool(
+                absolute_source(source), spec.positive_label, replicas=spec.replicas, cpus_per_replica=spec.cpus_per_replica or 1.0,
+                ray_address=spec.ray_address,
+            )
+        else:
+            clf, trained_field = load_classifier(source, spec.positive_label)
         if trained_field == "pair" and spec.field not in (None, "pair"):
             raise ConfigError(
                 f"classifier {spec.classifier}: trained on instruction + response pairs, so field must be pair, not {spec.field}"
@@ -274,24 +290,54 @@ def _refusal(spec: JudgeSpec, cache_root: Path | None) -> Judge:
     return RefusalJudge(RefusalConfig(**given))
 
 
-def _classifier(name: str, positive_label: str | None):
-    """The classifier and, for a trained judge folder, what it reads: "pair" or "single"
-    (None for the others)."""
-    from failforge.judges.classifier import EmbeddingClassifier, HFSequenceClassifier, ProfanityClassifier
+def _trained_field(name: str) -> str | None:
+    """What a trained judge folder reads ("pair" or "single"), without loading it (a
+    classifier pool's replicas load it); None for the others. Notes the files the run
+    reads."""
     from failforge.judges.trained import is_trained_judge, read_meta
     from failforge.run.inputs import note_file
 
     head, _, arg = name.partition(":")
     if head == "profanity" and not arg:
-        return ProfanityClassifier(), None
+        return None
     if head == "embedding" and arg:
         note_file("judge data", arg)
-        return EmbeddingClassifier.load(arg), None
-    folder = str(Path(arg if head == "hf" and arg else name).expanduser())
+        return None
+    folder = _classifier_folder(name)
     if Path(folder).is_dir():
         note_file("judge weights", folder)
-    if is_trained_judge(folder):
-        return HFSequenceClassifier.from_trained(folder, positive_label), "pair" if read_meta(folder).pair else "single"
+    return ("pair" if read_meta(folder).pair else "single") if is_trained_judge(folder) else None
+
+
+def absolute_source(name: str) -> str:
+    """``name`` with a local path made absolute: a replica's working folder is not the run's."""
+    head, sep, arg = name.partition(":")
+    if head in ("hf", "embedding") and arg:
+        return f"{head}:{Path(arg).expanduser().resolve()}" if Path(arg).expanduser().exists() else name
+    if not sep and head != "profanity" and Path(name).expanduser().exists():
+        return str(Path(name).expanduser().resolve())
+    return name
+
+
+def _classifier_folder(name: str) -> str:
+    head, _, arg = name.partition(":")
+    return str(Path(arg if head == "hf" and arg else name).expanduser())
+
+
+def load_classifier(name: str, positive_label: str | None):
+    """The classifier and, for a trained judge folder, what it reads: "pair" or "single"
+    (None for the others)."""
+    from failforge.judges.classifier import EmbeddingClassifier, HFSequenceClassifier, ProfanityClassifier
+
+    field = _trained_field(name)
+    head, _, arg = name.partition(":")
+    if head == "profanity" and not arg:
+        return ProfanityClassifier(), None
+    if head == "embedding" and arg:
+        return EmbeddingClassifier.load(arg), None
+    folder = _classifier_folder(name)
+    if field is not None:
+        return HFSequenceClassifier.from_trained(folder, positive_label), field
     if head == "hf" and arg:
         return HFSequenceClassifier(arg, positive_label=positive_label), None
     path = Path(folder)

@@ -33,7 +33,7 @@ from failforge.run.store import RunStore
 from failforge.train.base import ModelVersion, TrainSettings
 from failforge.train.checkpointing import StepDir
 from failforge.train.device import plan_device
-from failforge.train.ranks import is_rank_zero, main_process_first
+from failforge.train.ranks import is_rank_zero
 from failforge.train.threads import run_threads
 from failforge.train.sft import (
     chat,
@@ -41,7 +41,7 @@ from failforge.train.sft import (
     load_causal_lm,
     load_merged,
     lora_config,
-    plain_checkpoint,
+    open_step,
     reply,
     save_weights,
     text,
@@ -73,15 +73,11 @@ def train_dpo(
     name = name or Path(out_dir).name
     separate_ref = ref is not None and ref.fingerprint != base.fingerprint
     step = StepDir(out_dir, "dpo", base, settings, data, extra={"ref": (ref or base).fingerprint})
+    done, checkpoint = open_step(step, base, name, quiet)
+    if done is not None:
+        return done
     from failforge.train.callbacks import quiet_progress
 
-    with main_process_first():
-        if (done := step.done()) is not None:
-            log.info("%s: already trained in %s", name, step.root)
-            return done
-        step.claim()
-        with quiet_progress(quiet):  # merging a parent adapter loads weights too
-            checkpoint = plain_checkpoint(base, step)
     if not weights_saved(step, settings):
         with quiet_progress(quiet):
             from datasets import Dataset

@@ -58,15 +58,11 @@ def train_sft(
     data = sft_rows(rows)
     name = name or Path(out_dir).name
     step = StepDir(out_dir, "sft", base, settings, data)
+    done, checkpoint = open_step(step, base, name, quiet)
+    if done is not None:
+        return done
     from failforge.train.callbacks import quiet_progress
 
-    with main_process_first():
-        if (done := step.done()) is not None:
-            log.info("%s: already trained in %s", name, step.root)
-            return done
-        step.claim()
-        with quiet_progress(quiet):  # merging a parent adapter loads weights too
-            checkpoint = plain_checkpoint(base, step)
     if not weights_saved(step, settings):
         with quiet_progress(quiet):
             from datasets import Dataset
@@ -250,6 +246,20 @@ def plain_checkpoint(base: ModelVersion, step: StepDir) -> Path:
             tokenizer.save_pretrained(tmp)
         del model
     return merged
+
+
+def open_step(step: StepDir, base: ModelVersion, name: str, quiet: bool) -> tuple[ModelVersion | None, Path | None]:
+    """The finished version when this step already ran, else claim the folder and return
+    the checkpoint to train from. Of several processes, rank 0 does this first."""
+    from failforge.train.callbacks import quiet_progress
+
+    with main_process_first():
+        if (done := step.done()) is not None:
+            log.info("%s: already trained in %s", name, step.root)
+            return done, None
+        step.claim()
+        with quiet_progress(quiet):  # merging a parent adapter loads weights too
+            return None, plain_checkpoint(base, step)
 
 
 def weights_saved(step: StepDir, settings: TrainSettings) -> bool:
