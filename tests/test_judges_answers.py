@@ -128,3 +128,21 @@ def test_evaluate_expression_rejects(expr):
 )
 def test_reference_value(ref, value):
     assert reference_value(ref) == value
+
+
+# --- the last number, read from the end ----------------------------------------------------
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from failforge.judges.answers import _last_number, _numbers  # noqa: E402
+
+_CHARS = "0123456789 ,./-−–$€£a+\n"
+
+
+@settings(max_examples=300, deadline=None)
+@given(head=st.text(_CHARS, max_size=60), filler=st.integers(0, 9000), tail=st.text(_CHARS, max_size=60))
+def test_the_last_number_read_from_the_end_is_the_last_of_all(head, filler, tail):
+    # long texts put numbers on both sides of the first window's edge (4096 characters)
+    text = head + ("12,345.6 / 7 -8 " * (filler // 16)) + tail
+    nums = _numbers(text)
+    assert _last_number(text) == (nums[-1] if nums else None)

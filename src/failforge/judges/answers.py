@@ -14,13 +14,18 @@ from failforge.judges.base import JudgeInput
 
 # A number as people write it: optional sign, optional currency, thousands
 # separators, decimals, and an optional "/denominator". The sign only counts when it
-# does not follow a word or digit, so "3-4" yields 3 and 4, not -4.
+# does not follow a word or digit, so "3-4" yields 3 and 4, not -4. The lookahead
+# keeps the pattern (all of whose parts are optional) from matching the empty string
+# at every position of a text: only where a digit follows the optional prefix.
 _NUM = (
+    r"(?=[-−–]?\s?[$€£]?\s?\.?\d)"
     r"(?P<sign>(?<![\w.])[-−–])?\s?[$€£]?\s?"
     r"(?P<int>\d{1,3}(?:,\d{3})+|\d+)?(?P<dec>\.\d+)?"
     r"(?:\s?/\s?(?P<den>\d+(?:\.\d+)?))?"
 )
 _NUM_RE = re.compile(_NUM)
+#: a character that no ``_NUM`` match contains
+_NOT_IN_A_NUMBER_RE = re.compile(r"[^\d\s$€£,./\-−–]")
 _HASH_RE = re.compile(r"####\s*((?:(?!####)[^\n])*)")
 _ANSWER_IS_RE = re.compile(
     r"(?:final answer|the answer|answer)\s*(?:is|:|=)\s*(?:\*\*)?\s*([^\n]*)", re.IGNORECASE
@@ -43,24 +48,47 @@ def exact(literal: str) -> Fraction | None:
 
 
 def _numbers(text: str) -> list[Fraction]:
-    out = []
-    for m in _NUM_RE.finditer(text):
-        if m.group("int") is None and m.group("dec") is None:
-            continue
-        value = exact((m.group("int") or "0").replace(",", "") + (m.group("dec") or ""))
-        if value is None:
-            continue
-        den = m.group("den")
-        if den is not None:
-            d = exact(den)
-            if d is None:
-                continue
-            if d != 0:  # "5/0" is not a fraction: keep the 5
-                value /= d
-        if m.group("sign"):
-            value = -value
-        out.append(value)
-    return out
+    return [v for v in map(_value, _NUM_RE.finditer(text)) if v is not None]
+
+
+def _last_number(text: str) -> Fraction | None:
+    """``_numbers(text)[-1]``, read from the end: a 1 MB answer of "1+1+..." holds half
+    a million numbers, and only the last one counts.
+
+    The scan starts in the last ``window`` characters, just after a character that no
+    number contains, so it meets the same numbers as a scan from the start (the sign's
+    look-behind still sees the text before); the window grows until a number is found
+    or the whole text was read.
+    """
+    window = 4096
+    while True:
+        pos = max(0, len(text) - window)
+        if pos:
+            cut = _NOT_IN_A_NUMBER_RE.search(text, pos)
+            pos = cut.end() if cut else 0
+        for m in reversed(list(_NUM_RE.finditer(text, pos))):
+            if (value := _value(m)) is not None:
+                return value
+        if pos == 0:
+            return None
+        window *= 4
+
+
+def _value(m: re.Match) -> Fraction | None:
+    """The number one ``_NUM_RE`` match states, or None."""
+    if m.group("int") is None and m.group("dec") is None:
+        return None
+    value = exact((m.group("int") or "0").replace(",", "") + (m.group("dec") or ""))
+    if value is None:
+        return None
+    den = m.group("den")
+    if den is not None:
+        d = exact(den)
+        if d is None:
+            return None
+        if d != 0:  # "5/0" is not a fraction: keep the 5
+            value /= d
+    return -value if m.group("sign") else value
 
 
 def _clean_latex(text: str) -> str:
@@ -107,9 +135,9 @@ def extract_final_number(text: str) -> tuple[Fraction | None, str]:
             value = parse_number(cand)
             if value is not None:
                 return value, how
-    nums = _numbers(_clean_latex(text))
-    if nums:
-        return nums[-1], "last number"
+    last = _last_number(_clean_latex(text))
+    if last is not None:
+        return last, "last number"
     return None, "no final answer"
 
 
