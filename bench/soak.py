@@ -72,16 +72,17 @@ def run_segment(args: list[str], run_dir: Path, call_log: Path, kinds: collectio
         if not kinds:
             continue
         new = _lines(log)[len(start_lines) :]
+        last = new[-1] if new else ""
         now = time.perf_counter()
         for kind in (k for k, n in kinds.items() if n > 0 and k not in armed):
-            at = _moment(kind, new, run_dir, wal, wal_seen, stale_gguf, rng, now)
-            if at is not None:
-                armed[kind] = at
+            if _going_on(kind, last, run_dir, stale_gguf, wal, wal_seen):
+                armed[kind] = now + rng.uniform(*DELAY[kind]) if kind in DELAY else now
         wal_seen = _stamp(wal)
         for kind, at in list(armed.items()):
             if now < at:
                 continue
-            if _still_in(kind, _lines(log)[len(start_lines) :], run_dir, stale_gguf):
+            # an instant was seen at this poll; a longer moment must still be going on
+            if kind not in DELAY or _going_on(kind, last, run_dir, stale_gguf, wal, wal_seen):
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
                 return {"killed": kind, "seconds": time.perf_counter() - t0, "last_line": (new[-1] if new else "")[-120:]}
@@ -92,35 +93,19 @@ def run_segment(args: list[str], run_dir: Path, call_log: Path, kinds: collectio
     return {"killed": None, "seconds": time.perf_counter() - t0}
 
 
-def _moment(
-    kind: str, new: list[str], run_dir: Path, wal: Path, wal_seen: tuple[int, int], stale_gguf: dict, rng: random.Random, now: float
-) -> float | None:
-    """When to kill, once the wanted moment has begun (None: not yet)."""
-    if kind == "gguf-export":
-        return now + rng.uniform(0, 0.5) if _writing_gguf(run_dir, stale_gguf) else None
-    if kind == "store-write":
-        return now if _stamp(wal) != wal_seen else None
-    if not new:
-        return None
-    last = new[-1]
-    if kind == "generation" and re.search(r": \d+ to do$", last):
-        return now + rng.uniform(1, 12)
-    if kind == "judging" and re.search(r"target answers: done", last):
-        return now
-    if kind == "training" and re.search(r"INFO training \S+:", last):
-        return now + rng.uniform(2, 10)
-    return None
+#: seconds from the start of a moment to the kill, drawn at random; the moments not
+#: listed are instants, killed at once
+DELAY = {"generation": (1, 12), "training": (2, 10), "gguf-export": (0, 0.5)}
 
 
-def _still_in(kind: str, new: list[str], run_dir: Path, stale_gguf: dict) -> bool:
+def _going_on(kind: str, last: str, run_dir: Path, stale_gguf: dict, wal: Path, wal_seen: tuple[int, int]) -> bool:
+    """Whether the run is at this kind of moment now (``last``: the newest log line)."""
     if kind == "gguf-export":
         return _writing_gguf(run_dir, stale_gguf)
-    if kind in ("store-write", "judging"):
-        return True
-    last = new[-1] if new else ""
-    if kind == "generation":
-        return bool(re.search(r": \d+ to do$", last))
-    return bool(re.search(r"INFO training \S+:", last))
+    if kind == "store-write":
+        return _stamp(wal) != wal_seen
+    pattern = {"generation": r": \d+ to do$", "judging": r"target answers: done", "training": r"INFO training \S+:"}[kind]
+    return bool(re.search(pattern, last))
 
 
 def _gguf_tmp(run_dir: Path) -> list[Path]:

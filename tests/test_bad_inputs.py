@@ -223,6 +223,8 @@ CASES = [
     Case("dataset-unknown-name", lambda tmp, _: _rg(tmp, "seeds.dataset=nosuchset"), ("nosuchset", "not a known name")),
     Case("dataset-hub-ref-no-name", lambda tmp, _: _rg(tmp, "seeds.dataset=hf:@train"), ("hf:@train", "expected hf:NAME")),
     Case("train-batch-not-shared-by-processes", lambda tmp, _: _rg(tmp, "train.proposer.processes=3"), ("train.proposer", "multiple of processes 3")),
+    Case("train-classifier-with-processes", lambda tmp, _: ["run", str(Path(__file__).resolve().parent.parent / "configs" / "adversarial-judge.yaml"),
+         "--set", "train.processes=2", "--run-dir", str(tmp / "run")], ("train", "classifier steps train in the run's process")),
     Case("train-inprocess-with-processes", lambda tmp, _: _rg(tmp, "train.target.processes=2", "train.target.launcher=inprocess"), ("train.target", "launcher inprocess")),
     # --- servers ----------------------------------------------------------------------
     Case("server-unreachable", server("closed", ", max_retries: 1"), ("openai backend", "127.0.0.1")),

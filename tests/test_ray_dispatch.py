@@ -175,9 +175,9 @@ def test_a_replica_that_cannot_load_reports_why_in_one_line():
 
 def test_classifier_replicas_that_disagree_on_the_version_are_refused():
     from failforge.errors import ModelUnavailable
-    from failforge.judges.classifier_pool import check_versions
+    from failforge.models.raypool import same_on_every_replica
 
     same = {"name": "profanity", "version": "v1", "reads_pairs": False}
-    check_versions("pool", [same, dict(same)])
+    assert same_on_every_replica("pool", [same, dict(same)], "version", "the classifier's version") == "v1"
     with pytest.raises(ModelUnavailable, match=r"^pool: replicas disagree on the classifier's version \(replica 0: v1, replica 1: v2\)$"):
-        check_versions("pool", [same, same | {"version": "v2"}])
+        same_on_every_replica("pool", [same, same | {"version": "v2"}], "version", "the classifier's version")

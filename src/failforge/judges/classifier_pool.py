@@ -25,12 +25,11 @@ a chunk in one forward pass, and one chunk at a time per replica keeps its CPUs 
 from __future__ import annotations
 
 import logging
-import time
 from typing import Any
 
 from failforge.errors import ModelUnavailable
 from failforge.judges.classifier import Text, TextClassifier
-from failforge.models.raypool import _connect, _import_ray, _one_line
+from failforge.models.raypool import _connect, _import_ray, _one_line, replica_infos, same_on_every_replica
 
 log = logging.getLogger("failforge.ray")
 
@@ -113,23 +112,14 @@ class ClassifierPool(TextClassifier):
         remote = ray.remote(replica_class).options(num_cpus=self.cpus, max_restarts=0)
         self._actors = [remote.remote(self.source, positive_label) for _ in range(self.replicas)]
         self._alive = [True] * self.replicas
-        deadline = time.monotonic() + timeout
-        infos = []
-        for i, actor in enumerate(self._actors):
-            try:
-                infos.append(ray.get(actor.info.remote(), timeout=max(0.0, deadline - time.monotonic())))
-            except ray.exceptions.GetTimeoutError:
-                free = ray.available_resources().get("CPU", 0.0)
-                raise ModelUnavailable(
-                    f"{self._head()}: replica {i} did not start and load within load_timeout_s={timeout:g}s "
-                    f"(each needs CPU {self.cpus:g}; {free:g} free now)"
-                ) from None
-            except ray.exceptions.RayError as e:
-                raise ModelUnavailable(f"{self._head()}: replica {i} died while loading: {_one_line(e)}") from None
-        for i, info in enumerate(infos):
-            if "error" in info:
-                raise ModelUnavailable(f"{self._head()}: replica {i} could not load the classifier: {info['error']}")
-        check_versions(self._head(), infos)
+        infos = replica_infos(
+            ray, self._actors, timeout, self._head(), "the classifier",
+            lambda: (
+                f"did not start and load within load_timeout_s={timeout:g}s "
+                f"(each needs CPU {self.cpus:g}; {ray.available_resources().get('CPU', 0.0):g} free now)"
+            ),
+        )
+        same_on_every_replica(self._head(), infos, "version", "the classifier's version")
         self.name, self.version, self.reads_pairs = infos[0]["name"], infos[0]["version"], infos[0]["reads_pairs"]
         log.info("%s ready (version %s)", self._head(), self.version)
 
@@ -198,11 +188,3 @@ class ClassifierPool(TextClassifier):
                 pass
         self._actors = []
         self._alive = []
-
-
-def check_versions(head: str, infos: list[dict[str, Any]]) -> None:
-    """Every replica must report the same classifier version, so any may score any text."""
-    versions = [info["version"] for info in infos]
-    if len(set(versions)) > 1:
-        shown = ", ".join(f"replica {i}: {v}" for i, v in enumerate(versions))
-        raise ModelUnavailable(f"{head}: replicas disagree on the classifier's version ({shown})")

@@ -14,7 +14,6 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from failforge.errors import ConfigError
 from failforge.models.spec import ModelSpec
 from failforge.run.context import RunContext
 from failforge.train.base import ModelVersion, TrainSettings
@@ -139,8 +138,6 @@ class Versions:
     ) -> ModelVersion:
         from failforge.train.classifier import train_classifier
 
-        if settings.launched():
-            raise ConfigError(f"{name}: classifier steps train in the run's process; processes, launcher and accelerate_config apply to sft and dpo steps")
         self.ctx.release_pools()
         self.ctx.log(f"training {name}: classifier on {len(rows)} rows (from {base.name})")
         t = time.perf_counter()

@@ -35,6 +35,7 @@ import os
 import threading
 import time
 from collections import Counter, deque
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -315,31 +316,14 @@ class RayModel(ChatModel):
                 ),
             }
             self._actors.append(remote.options(**options).remote(inner.model_dump_json()))
-        refs = [a.info.remote() for a in self._actors]
-        deadline = time.monotonic() + spec.load_timeout_s
-        infos: list[dict[str, Any] | None] = [None] * len(refs)
-        for i, ref in enumerate(refs):
-            try:
-                infos[i] = ray.get(ref, timeout=max(0.0, deadline - time.monotonic()))
-            except ray.exceptions.GetTimeoutError:
-                raise ModelUnavailable(
-                    f"ray pool: replica {i} did not load {spec.inner.model!r} within load_timeout_s={spec.load_timeout_s:g}s"
-                ) from None
-            except ray.exceptions.RayError as e:
-                cause = getattr(e, "cause", None) or e
-                raise ModelUnavailable(f"ray pool: replica {i} could not load its model: {_one_line(cause)}") from None
-        for i, info in enumerate(infos):
-            if "error" in info:
-                raise ModelUnavailable(f"ray pool: replica {i} could not load its model: {info['error']}")
-        self.infos = infos  # type: ignore[assignment]
-        fps = [info["fingerprint"] for info in infos]
-        if len(set(fps)) > 1:
-            shown = ", ".join(f"replica {i}: {fp}" for i, fp in enumerate(fps))
-            raise ModelUnavailable(
-                f"ray pool: replicas disagree on the model fingerprint ({shown}); every replica must load the same weights"
-            )
-        self._fingerprint = fps[0]
-        log.info("ray pool of %d x %s ready (fingerprint %s)", len(fps), spec.inner.model, fps[0])
+        self.infos = replica_infos(
+            ray, self._actors, spec.load_timeout_s, "ray pool", "its model",
+            lambda: f"did not load {spec.inner.model!r} within load_timeout_s={spec.load_timeout_s:g}s",
+        )
+        self._fingerprint = same_on_every_replica(
+            "ray pool", self.infos, "fingerprint", "the model fingerprint", "; every replica must load the same weights"
+        )
+        log.info("ray pool of %d x %s ready (fingerprint %s)", len(self.infos), spec.inner.model, self._fingerprint)
 
     @property
     def fingerprint(self) -> str:
@@ -478,6 +462,38 @@ class RayModel(ChatModel):
             except Exception:
                 pass
         self._pgs = []
+
+
+def replica_infos(ray, actors: list, timeout_s: float, head: str, what: str, timed_out: Callable[[], str]) -> list[dict[str, Any]]:
+    """Every replica's ``info()``, all within one deadline (model and classifier pools).
+
+    A replica that does not answer in time (``timed_out()`` says why), dies, or reports
+    that it could not load ``what`` ends start-up in one line.
+    """
+    refs = [a.info.remote() for a in actors]
+    deadline = time.monotonic() + timeout_s
+    infos = []
+    for i, ref in enumerate(refs):
+        try:
+            infos.append(ray.get(ref, timeout=max(0.0, deadline - time.monotonic())))
+        except ray.exceptions.GetTimeoutError:
+            raise ModelUnavailable(f"{head}: replica {i} {timed_out()}") from None
+        except ray.exceptions.RayError as e:
+            cause = getattr(e, "cause", None) or e
+            raise ModelUnavailable(f"{head}: replica {i} could not load {what}: {_one_line(cause)}") from None
+    for i, info in enumerate(infos):
+        if "error" in info:
+            raise ModelUnavailable(f"{head}: replica {i} could not load {what}: {info['error']}")
+    return infos
+
+
+def same_on_every_replica(head: str, infos: list[dict[str, Any]], key: str, what: str, advice: str = "") -> Any:
+    """``info[key]`` of the replicas, which must all agree (so any replica may answer any request)."""
+    values = [info[key] for info in infos]
+    if len(set(values)) > 1:
+        shown = ", ".join(f"replica {i}: {v}" for i, v in enumerate(values))
+        raise ModelUnavailable(f"{head}: replicas disagree on {what} ({shown}){advice}")
+    return values[0]
 
 
 def _settle(fut: asyncio.Future, value) -> None:
