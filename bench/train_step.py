@@ -8,6 +8,8 @@ configurations alternate round by round, so a busy machine slows them alike:
 
     SFT  fp32 | bf16 autocast | fp32 + checkpointing | bf16 + checkpointing | bf16, padded batches
     DPO  the same four, each with the reference precomputed and computed at every step
+    and, at the precision failforge picks, the LM head scoring every position (prompt and
+    padding too, TRL's own way off Triton devices) and SFT without LoRA dropout
 
 For each configuration it prints the median seconds per step (the first step of
 each run is left out: it pays one-off costs), tokens per second, the share of real
@@ -27,6 +29,7 @@ tokens among the token slots computed, and the fraction of the FLOP bound:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shutil
 import statistics
@@ -38,7 +41,7 @@ from pathlib import Path
 from failforge.models.registry import resolve_weights
 from failforge.run.store import RunStore
 from failforge.train import TrainSettings, train_dpo, train_sft, version_from_gguf
-from failforge.train import batching, device
+from failforge.train import batching, device, lm_head
 from failforge.train.callbacks import StepRecorder  # noqa: F401  (imports transformers before timing)
 
 SEQ = 256
@@ -81,6 +84,8 @@ class Config:
     label: str
     settings: dict
     padded: bool = False  # SFT with the old padded batches (padding-free off)
+    all_positions: bool = False  # the LM head scores every position (failforge.train.lm_head off)
+    dropout: float | None = None  # LoRA dropout, when not the default
     seconds: list[float] = field(default_factory=list)  # per-step seconds, all rounds
     tokens: int = 0
     real: int = 0
@@ -128,19 +133,22 @@ def run(cfg: Config, base, rows, work: Path, steps: int, params: float) -> None:
     out = work / name
     shutil.rmtree(out, ignore_errors=True)
     store = RunStore(work / f"{name}.sqlite")
+    lora = {"r": 16} if cfg.dropout is None else {"r": 16, "dropout": cfg.dropout}
     settings = TrainSettings(
-        kind=cfg.kind, max_steps=steps, batch_size=BATCH, max_length=SEQ, lora={"r": 16},
+        kind=cfg.kind, max_steps=steps, batch_size=BATCH, max_length=SEQ, lora=lora,
         export_gguf=False, save_steps=10_000, **cfg.settings,
     )
     fn = train_sft if cfg.kind == "sft" else train_dpo
-    keep = batching.make_padding_free
+    keep, keep_head = batching.make_padding_free, lm_head.labelled_positions_only
     if cfg.padded:
         batching.make_padding_free = lambda trainer: False
+    if cfg.all_positions:
+        lm_head.labelled_positions_only = lambda: contextlib.nullcontext(False)
     try:
         with RefTimer() as ref:
             fn(base, rows, settings, out, store=store, name=name, quiet=True)
     finally:
-        batching.make_padding_free = keep
+        batching.make_padding_free, lm_head.labelled_positions_only = keep, keep_head
     steps_done = store.train_steps(name)
     store.close()
     timed = steps_done[1:] or steps_done  # the first step pays one-off costs
@@ -173,6 +181,12 @@ def configs(auto: dict[str, dict]) -> list[Config]:
                 Config("dpo", f"{label}, ref {'precomputed' if pre else 'every step'}",
                        {"precision": precision, "gradient_checkpointing": ckpt, "precompute_ref": pre})
             )
+    # at the automatic plan: the LM head as TRL runs it off Triton devices, and SFT without LoRA dropout
+    sft, dpo = auto["sft"], auto["dpo"]
+    out.append(Config("sft", f"{sft['precision']}, every position scored", dict(sft), all_positions=True))
+    out.append(Config("sft", f"{sft['precision']}, LoRA dropout 0", dict(sft), dropout=0.0))
+    pre = "precomputed" if dpo["precompute_ref"] else "every step"
+    out.append(Config("dpo", f"{dpo['precision']}, ref {pre}, every position scored", dict(dpo), all_positions=True))
     for c in out:
         a = auto[c.kind]
         c.is_auto = (
@@ -180,6 +194,8 @@ def configs(auto: dict[str, dict]) -> list[Config]:
             and c.settings["gradient_checkpointing"] == a["gradient_checkpointing"]
             and c.settings.get("precompute_ref") == a.get("precompute_ref")
             and not c.padded
+            and not c.all_positions
+            and c.dropout is None
         )
     return out
 

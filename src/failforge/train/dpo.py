@@ -79,7 +79,9 @@ def train_dpo(
     from failforge.train.callbacks import quiet_progress
 
     if not weights_saved(step, settings):
-        with quiet_progress(quiet):
+        from failforge.train.lm_head import labelled_positions_only
+
+        with quiet_progress(quiet), labelled_positions_only():  # the reference pass runs in DPOTrainer()
             from datasets import Dataset
             from trl import DPOConfig, DPOTrainer
 
