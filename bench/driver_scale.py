@@ -7,7 +7,8 @@ What it measures, at each checkpoint (10^4, 10^5, 10^6 rows by default):
   spent inside the backend, per call, over the calls since the previous checkpoint
   (cache keys, look-ups, commits, bookkeeping). Flat means it does not grow with the
   store.
-- **store size**: ``store.sqlite`` plus its WAL, bytes per row.
+- **store size**: ``store.sqlite`` plus its WAL, bytes per row, and the size of the
+  call-key index alone (SQLite's ``dbstat``).
 - **resume**: a second ``RunStore`` opened on the same file as ``failforge resume``
   opens it (migration check, token count), then the time until the first
   ``generate`` of ``--per-call`` requests comes back from the cache (what a resume
@@ -82,6 +83,15 @@ def store_bytes(path: Path) -> int:
     return sum(p.stat().st_size for p in path.parent.glob(path.name + "*"))
 
 
+def key_index_bytes(store) -> int:
+    """Pages of the calls table's key index (its primary key), in bytes."""
+    with store._lock:
+        name = store._conn.execute(
+            "SELECT name FROM sqlite_master WHERE type='index' AND tbl_name='calls' AND name LIKE 'sqlite_autoindex_%'"
+        ).fetchone()[0]
+        return store._conn.execute("SELECT COALESCE(SUM(pgsize), 0) FROM dbstat WHERE name=?", (name,)).fetchone()[0]
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--calls", type=int, default=1_000_000)
@@ -116,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
         + f", store in {path.parent}"
     )
     print(f"{'rows':>9} | {'driver us/call':>14} | {'of which backend':>16} | {'store MB':>8} | {'B/row':>6} | "
-          f"{'resume open s':>13} | {'first 1000 s':>12} | {'look-up us/call':>15}")  # fmt: skip
+          f"{'key index MB':>12} | {'resume open s':>13} | {'first 1000 s':>12} | {'look-up us/call':>15}")  # fmt: skip
 
     done = 0
     seg_wall = seg_inside = 0.0
@@ -136,6 +146,7 @@ def main(argv: list[str] | None = None) -> int:
         per_call = (seg_wall - seg_inside) / seg_calls * 1e6
         inside = seg_inside / seg_calls * 1e6
         size = store_bytes(path)
+        index = key_index_bytes(store)
 
         # resume: a second writer-mode store on the same file, as `failforge resume` opens it
         t0 = time.perf_counter()
@@ -156,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
         again.close()
 
         print(f"{done:>9,} | {per_call:>14.1f} | {inside:>16.1f} | {size / 1e6:>8.1f} | {size / done:>6.0f} | "
-              f"{open_s:>13.3f} | {first_s:>12.3f} | {lookup:>15.1f}", flush=True)  # fmt: skip
+              f"{index / 1e6:>12.1f} | {open_s:>13.3f} | {first_s:>12.3f} | {lookup:>15.1f}", flush=True)  # fmt: skip
         seg_wall = seg_inside = 0.0
         seg_calls = 0
 

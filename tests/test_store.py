@@ -169,6 +169,71 @@ def test_writer_refuses_a_store_from_a_newer_failforge(tmp_path):
     RunStore(path, readonly=True).close()  # a reader still reads what it knows
 
 
+def _version_1_store(path, fingerprint, requests, texts) -> None:
+    """A store as failforge wrote it at schema version 1: call keys as 64 hex digits."""
+    from failforge.run.store import _split_sql
+
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    for stmt in _split_sql(MIGRATIONS[0]):
+        conn.execute(stmt)
+    conn.execute("PRAGMA user_version=1")
+    for i, (r, text) in enumerate(zip(requests, texts)):
+        conn.execute(
+            "INSERT INTO calls VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+            (r.key(fingerprint), fingerprint, "echo", r.model_dump_json(), text, 3, 4, 0.5, "stop", None, 1000.0 + i),
+        )
+    conn.execute("""INSERT INTO meta VALUES ('status', '"finished"')""")
+    conn.close()
+
+
+def test_a_version_1_store_is_read_as_it_is_and_migrated_by_a_writer(tmp_path):
+    path = tmp_path / "s.sqlite"
+    inner = EchoModel()
+    fp = inner.fingerprint
+    params = SamplingParams(n=2, temperature=1.0, seed=3)
+    requests = expand([as_conversation(p) for p in ("a", "b", "c")], params)
+    texts = [f"answer {i}" for i in range(len(requests))]
+    _version_1_store(path, fp, requests, texts)
+    keys = [r.key(fp) for r in requests]
+
+    # a reader reads it without writing: every call by its hex key
+    before = path.read_bytes()
+    r = RunStore(path, readonly=True)
+    try:
+        assert r.schema_version == 1
+        assert {k: c.text for k, c in r.get_calls(keys).items()} == dict(zip(keys, texts))
+        assert r.call_totals()["calls"] == len(keys) and r.tokens_spent() == 7 * len(keys)
+    finally:
+        r.close()
+    assert path.read_bytes() == before
+
+    # a writer migrates it: keys become the 32 bytes of the same SHA-256, rows keep their order
+    w = RunStore(path)
+    try:
+        assert w.schema_version == len(MIGRATIONS)
+        rows = w._conn.execute("SELECT key, text FROM calls ORDER BY rowid").fetchall()
+        assert [(bytes(k).hex(), t) for k, t in rows] == list(zip(keys, texts))
+        assert w.meta() == {"status": "finished"}
+        # resuming repeats nothing: every request is answered from the store
+        model = CachedModel(inner, w)
+        out = model.generate(["a", "b", "c"], params)
+        assert inner.calls == [] and model.sent == 0
+        assert [c.text for cs in out for c in cs] == texts and all(c.cached for cs in out for c in cs)
+        # new calls go in beside the old ones, and are found again
+        model.generate(["d"], params)
+        assert len(inner.calls) == 2 and w.call_totals()["calls"] == len(keys) + 2
+        assert CachedModel(EchoModel(), w).generate(["d"], params)[0][0].cached
+    finally:
+        w.close()
+    # and the migrated store opens for reading
+    r = RunStore(path, readonly=True)
+    try:
+        assert len(r.get_calls(keys)) == len(keys)
+    finally:
+        r.close()
+
+
 def _cli(*args):
     import subprocess
     import sys

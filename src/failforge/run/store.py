@@ -36,6 +36,7 @@ import threading
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
@@ -90,11 +91,48 @@ MIGRATIONS: list[str] = [
         value TEXT NOT NULL
     );
     """,
+    # 2: a call's key is the 32 bytes of its SHA-256, not its 64 hex digits: the key
+    # index is half the size (bench/driver_scale.py). Rows keep their rowid (the order
+    # they were stored in).
+    """
+    CREATE TABLE calls_v2 (
+        key BLOB PRIMARY KEY,
+        fingerprint TEXT NOT NULL,
+        model TEXT NOT NULL,
+        request TEXT NOT NULL,
+        text TEXT NOT NULL,
+        prompt_tokens INTEGER NOT NULL,
+        completion_tokens INTEGER NOT NULL,
+        latency_s REAL NOT NULL,
+        finish_reason TEXT,
+        logprobs TEXT,
+        created_at REAL NOT NULL
+    );
+    INSERT INTO calls_v2 (rowid, key, fingerprint, model, request, text, prompt_tokens, completion_tokens,
+                          latency_s, finish_reason, logprobs, created_at)
+        SELECT rowid, failforge_unhex(key), fingerprint, model, request, text, prompt_tokens, completion_tokens,
+               latency_s, finish_reason, logprobs, created_at
+        FROM calls ORDER BY rowid;
+    DROP TABLE calls;
+    ALTER TABLE calls_v2 RENAME TO calls;
+    """,
 ]
 
+#: the oldest schema version a reader reads as it is (version 1 differs from 2 only in
+#: how call keys are stored, which ``get_calls`` handles)
+READABLE_FROM = 1
 
-#: page cache of a writer, KiB (SQLite allocates it as pages are used)
-WRITER_CACHE_KB = 65536
+#: the first schema version that stores call keys as 32 bytes
+BLOB_KEYS_FROM = 2
+
+
+#: page cache of a writer, KiB (SQLite allocates it as pages are used): holds the call-key
+#: index of a few million calls (about 50 MB per 10^6, bench/driver_scale.py)
+WRITER_CACHE_KB = 262144
+
+#: WAL pages (4 KiB) a writer's commit may leave before it checkpoints them into the
+#: database file (SQLite's default is 1000)
+WAL_CHECKPOINT_PAGES = 10000
 
 #: how a refused call's error is kept in the ``finish_reason`` column
 ERROR_PREFIX = "error: "
@@ -122,6 +160,7 @@ class RunStore:
             self._conn.execute("PRAGMA busy_timeout=30000")
             self._conn.execute("PRAGMA query_only=ON")
             self._check_readable()
+            self._blob_keys = self.schema_version >= BLOB_KEYS_FROM
             return
         self._conn = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None)
         self._conn.execute("PRAGMA busy_timeout=30000")
@@ -130,18 +169,26 @@ class RunStore:
         self._conn.execute("PRAGMA synchronous=NORMAL")
         # Call keys are hashes, so each new call lands on a random page of the key index;
         # past SQLite's default 2 MB page cache every insert read its page back from the
-        # OS. 64 MB holds the index of about 10^6 calls (bench/driver_scale.py).
+        # OS. The cap is allocated only as pages are used (bench/driver_scale.py).
         self._conn.execute(f"PRAGMA cache_size=-{WRITER_CACHE_KB}")
+        # Each commit rewrites about one random key-index page per new call; a checkpoint
+        # copies each page once however many commits rewrote it, so a longer WAL between
+        # checkpoints copies fewer pages (and flushes the database file less often).
+        self._conn.execute(f"PRAGMA wal_autocheckpoint={WAL_CHECKPOINT_PAGES}")
+        # migration 2 turns stored hex keys into bytes; SQLite's own unhex() is newer (3.41)
+        # than some Pythons' SQLite
+        self._conn.create_function("failforge_unhex", 1, bytes.fromhex, deterministic=True)
         self._migrate()
+        self._blob_keys = True
 
     # --- schema ------------------------------------------------------------
     def _check_readable(self) -> None:
         version = self.schema_version
-        if version < len(MIGRATIONS):
+        if version < READABLE_FROM:
             self._conn.close()
             raise StoreOutdated(
                 f"{self.path}: the run store has schema version {version}, this failforge reads version "
-                f"{len(MIGRATIONS)}; `failforge resume` with this version upgrades it (report, runs and export never write to a run)"
+                f"{READABLE_FROM} or later; `failforge resume` with this version upgrades it (report, runs and export never write to a run)"
             )
 
     def _check_not_newer(self) -> None:
@@ -192,6 +239,7 @@ class RunStore:
 
     # --- calls (the cache) --------------------------------------------------
     def get_calls(self, keys: list[str]) -> dict[str, Completion]:
+        """The stored answers of these keys (``Request.key``: hex digits), by key."""
         out: dict[str, Completion] = {}
         with self._lock:
             for chunk in _chunks(keys, 500):
@@ -199,9 +247,11 @@ class RunStore:
                 rows = self._conn.execute(
                     "SELECT key, text, prompt_tokens, completion_tokens, latency_s, finish_reason, logprobs"
                     f" FROM calls WHERE key IN ({q})",
-                    chunk,
+                    [bytes.fromhex(k) for k in chunk] if self._blob_keys else chunk,
                 ).fetchall()
                 for k, text, pt, ct, lat, fr, lp in rows:
+                    if self._blob_keys:
+                        k = k.hex()
                     error = fr[len(ERROR_PREFIX) :] if fr and fr.startswith(ERROR_PREFIX) else None
                     out[k] = Completion(
                         text=text,
@@ -225,29 +275,29 @@ class RunStore:
         """Store answered calls in one transaction, flushed to disk before it returns;
         ``events`` (source, counts) are added to ``backend_events`` in the same one."""
         now = time.time()
+        rows = [
+            (
+                bytes.fromhex(key),
+                fingerprint,
+                model,
+                req.model_dump_json(),
+                comp.text,
+                comp.prompt_tokens,
+                comp.completion_tokens,
+                comp.latency_s,
+                ERROR_PREFIX + comp.error if comp.error is not None else comp.finish_reason,
+                json.dumps(comp.logprobs) if comp.logprobs is not None else None,
+                now,
+            )
+            for key, req, comp in items
+        ]
+        # in key order: consecutive inserts walk the key index from left to right
+        rows.sort(key=itemgetter(0))
         with self.transaction(self.calls_synchronous) as c:
             if events is not None and events[1]:
                 self._add_events(c, *events)
             before = c.total_changes
-            c.executemany(
-                "INSERT OR IGNORE INTO calls VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-                [
-                    (
-                        key,
-                        fingerprint,
-                        model,
-                        req.model_dump_json(),
-                        comp.text,
-                        comp.prompt_tokens,
-                        comp.completion_tokens,
-                        comp.latency_s,
-                        ERROR_PREFIX + comp.error if comp.error is not None else comp.finish_reason,
-                        json.dumps(comp.logprobs) if comp.logprobs is not None else None,
-                        now,
-                    )
-                    for key, req, comp in items
-                ],
-            )
+            c.executemany("INSERT OR IGNORE INTO calls VALUES (?,?,?,?,?,?,?,?,?,?,?)", rows)
             if self._spent is not None and c.total_changes - before == len(items):
                 self._spent += sum(comp.prompt_tokens + comp.completion_tokens for _, _, comp in items)
             else:  # some keys were stored already: count again from the table
