@@ -23,13 +23,26 @@ with ``--async``, one request per call behind the run cache's window of
     .venv/bin/python bench/driver_scale.py                       # 10^6 calls, ~2-3 minutes here
     .venv/bin/python bench/driver_scale.py --calls 100000 --checkpoints 10000,100000
     .venv/bin/python bench/driver_scale.py --async --calls 100000 --checkpoints 10000,100000
+
+``--store-only`` measures the commit path alone, without the driver: rows of the same
+shape (a 120-character prompt's request, a 400-character answer) inserted straight into
+a ``calls`` table in groups of ``--group`` (about what the group commit gathers from the
+instant backend), each group one ``synchronous=FULL`` transaction, with the store's
+settings or others (``--hex-keys``, ``--cache-kb``, ``--wal-pages``, ``--unsorted``,
+``--page-size``): time in the inserts and in the commits, and bytes written per row
+(``/proc/self/io``), at each checkpoint.
+
+    .venv/bin/python bench/driver_scale.py --store-only                # this failforge's settings
+    .venv/bin/python bench/driver_scale.py --store-only --hex-keys --cache-kb 65536 --wal-pages 1000 --unsorted
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
 import random
+import sqlite3
 import sys
 import tempfile
 import time
@@ -92,6 +105,68 @@ def key_index_bytes(store) -> int:
         return store._conn.execute("SELECT COALESCE(SUM(pgsize), 0) FROM dbstat WHERE name=?", (name,)).fetchone()[0]
 
 
+def store_only(args, checkpoints: list[int]) -> int:
+    """The commit path alone: groups of rows inserted and committed as ``put_calls`` does."""
+    from failforge.run.store import WAL_CHECKPOINT_PAGES, WRITER_CACHE_KB
+
+    cache_kb = args.cache_kb or WRITER_CACHE_KB
+    wal_pages = args.wal_pages or WAL_CHECKPOINT_PAGES
+    tmp = tempfile.TemporaryDirectory(prefix="failforge-store-", dir=args.dir)
+    path = Path(tmp.name) / "store.sqlite"
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute(f"PRAGMA page_size={args.page_size}")
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=FULL")
+    conn.execute(f"PRAGMA cache_size=-{cache_kb}")
+    conn.execute(f"PRAGMA wal_autocheckpoint={wal_pages}")
+    conn.execute(
+        f"CREATE TABLE calls (key {'TEXT' if args.hex_keys else 'BLOB'} PRIMARY KEY, fingerprint TEXT NOT NULL,"
+        " model TEXT NOT NULL, request TEXT NOT NULL, text TEXT NOT NULL, prompt_tokens INTEGER NOT NULL,"
+        " completion_tokens INTEGER NOT NULL, latency_s REAL NOT NULL, finish_reason TEXT, logprobs TEXT,"
+        " created_at REAL NOT NULL)"
+    )
+    request = Request(messages=tuple(as_conversation(prompt(123456))), params=PARAMS).model_dump_json()
+    text = "answer 1234: " + "x" * 380
+
+    def io() -> dict[str, int]:
+        with open("/proc/self/io") as f:
+            return {k: int(v) for k, v in (line.split(":") for line in f)}
+
+    print(
+        f"store only: {'hex' if args.hex_keys else '32-byte'} keys, groups of {args.group}"
+        f"{'' if args.unsorted else ' in key order'}, cache {cache_kb} KiB, WAL {wal_pages} pages, "
+        f"page {args.page_size} B"
+    )
+    print(f"{'rows':>9} | {'insert us/row':>13} | {'commit us/row':>13} | {'written B/row':>13} | {'store MB':>8}")
+    done = 0
+    for target in checkpoints:
+        t_insert = t_commit = 0.0
+        io0, start = io(), done
+        while done < target:
+            n = min(args.group, target - done)
+            rows = []
+            for i in range(done, done + n):
+                h = hashlib.sha256(str(i).encode())
+                key = h.hexdigest() if args.hex_keys else h.digest()
+                rows.append((key, "fp", "m", request, text, 32, 96, 0.0, "stop", None, time.time()))
+            if not args.unsorted:
+                rows.sort(key=lambda r: r[0])
+            t0 = time.perf_counter()
+            conn.execute("BEGIN IMMEDIATE")
+            conn.executemany("INSERT OR IGNORE INTO calls VALUES (?,?,?,?,?,?,?,?,?,?,?)", rows)
+            t1 = time.perf_counter()
+            conn.execute("COMMIT")
+            t_insert += t1 - t0
+            t_commit += time.perf_counter() - t1
+            done += n
+        n, io1 = done - start, io()
+        print(f"{done:>9,} | {t_insert / n * 1e6:>13.1f} | {t_commit / n * 1e6:>13.1f} | "
+              f"{(io1['write_bytes'] - io0['write_bytes']) / n:>13.0f} | {store_bytes(path) / 1e6:>8.1f}", flush=True)  # fmt: skip
+    conn.close()
+    tmp.cleanup()
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--calls", type=int, default=1_000_000)
@@ -102,6 +177,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--window", type=int, default=64, help="--async: requests in flight")
     ap.add_argument("--sample", type=int, default=10000, help="requests looked up at random per resume measure")
     ap.add_argument("--dir", default=None, help="where the store goes (default: a temporary folder)")
+    ap.add_argument("--store-only", action="store_true", help="the commit path alone (see above)")
+    ap.add_argument("--group", type=int, default=520, help="--store-only: rows per commit")
+    ap.add_argument("--hex-keys", action="store_true", help="--store-only: keys as 64 hex digits (schema version 1)")
+    ap.add_argument("--cache-kb", type=int, default=0, help="--store-only: page cache, KiB (default: the store's)")
+    ap.add_argument("--wal-pages", type=int, default=0, help="--store-only: wal_autocheckpoint (default: the store's)")
+    ap.add_argument("--unsorted", action="store_true", help="--store-only: rows in arrival order, not key order")
+    ap.add_argument("--page-size", type=int, default=4096, help="--store-only: SQLite page size")
     args = ap.parse_args(argv)
     try:
         checkpoints = sorted({int(float(x)) for x in args.checkpoints.split(",") if x.strip()})
@@ -111,6 +193,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.calls < 1 or args.per_call < 1 or not checkpoints or checkpoints[-1] > args.calls or checkpoints[0] < 1:
         print("error: --calls, --per-call and every checkpoint must be positive, checkpoints at most --calls", file=sys.stderr)
         return 2
+    if args.store_only:
+        return store_only(args, checkpoints)
 
     from failforge.run.cached import CachedModel
     from failforge.run.store import RunStore
