@@ -1,24 +1,35 @@
-"""TRL's fused LM head scoring every position against labelled positions only, on this CPU.
+"""One training pass of a DPO-shaped and an SFT-shaped batch, each way failforge and TRL can lay it out.
 
 One forward and backward pass of the bundled SmolLM2-135M with a LoRA adapter (r=16,
-every linear layer, as a training step has) through TRL's fused LM head, on one
-padded batch shaped like a DPO step of ``bench/train_step.py`` (4 pairs: 8 sequences
-of a chat prompt plus an answer of 1 to 16 sentences, padded to the longest). The
-two sides alternate pass by pass in one process, so a busy machine slows them alike:
+every linear layer, as a training step has) through TRL's fused LM head, on batches
+shaped like the steps of ``bench/train_step.py``. The sides alternate pass by pass in
+one process, so a busy machine slows them alike.
 
-- ``every position``: TRL as it runs off Triton devices (prompt and padding positions
-  are projected through the vocabulary too, then masked);
-- ``labelled only``: inside ``failforge.train.lm_head.labelled_positions_only``.
+DPO, one padded batch of 4 pairs (8 sequences: a chat prompt plus an answer of 1 to 16
+sentences, padded on the right to the longest, as TRL's collator does):
 
-It prints the median seconds of each side, their ratio, and the largest difference
-between the two sides' log-probabilities and LoRA gradients.
+- ``padded, every position``: TRL as it runs off Triton devices (prompt and padding
+  positions are projected through the vocabulary too, then masked);
+- ``padded, labelled only``: inside ``failforge.train.lm_head.labelled_positions_only``;
+- ``packed, labelled only``: also ``failforge.train.packing`` (the real tokens run as one
+  sequence, each row attending to itself): what a failforge DPO step runs.
 
-    .venv/bin/python bench/lm_head.py [--passes 6] [--pairs 4]
+SFT, the same 8 sequences padding-free (one sequence, ``position_ids`` restarting per row,
+as TRL's padding-free collator makes it), labelled positions only:
+
+- ``SDPA, block mask``: transformers' block-diagonal mask over the whole sequence;
+- ``row by row``: ``failforge.train.packing.segment_attention``: what a failforge SFT step runs.
+
+It prints the median seconds of each side, the ratios, and the largest difference
+between the sides' log-probabilities and LoRA gradients.
+
+    .venv/bin/python bench/step_pass.py [--passes 6] [--pairs 4]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import statistics
 import sys
 import time
@@ -61,59 +72,83 @@ def main() -> None:
     ap.add_argument("--pairs", type=int, default=4, help="DPO pairs in the batch (two sequences each)")
     args = ap.parse_args()
 
+    import copy
+
     import torch
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl.trainer.utils import add_fused_lm_head
 
-    from failforge.train import device
+    from failforge.train import device, packing
 
     torch.set_num_threads(device.cpu_count())
     base = version_from_gguf(resolve_weights("smollm2-135m-instruct"), "smollm2")
     tokenizer = AutoTokenizer.from_pretrained(str(base.checkpoint))
-    model = AutoModelForCausalLM.from_pretrained(str(base.checkpoint), dtype=torch.float32)
-    add_fused_lm_head(model, outputs=("log_probs", "entropy", "mean_logits", "is_top1"))  # what DPOTrainer asks for
-    model = get_peft_model(model, LoraConfig(r=16, lora_alpha=32, lora_dropout=0.0, target_modules="all-linear"))
+    plain = AutoModelForCausalLM.from_pretrained(str(base.checkpoint), dtype=torch.float32, attn_implementation="sdpa")
+    add_fused_lm_head(plain, outputs=("log_probs", "entropy", "mean_logits", "is_top1"))  # what DPOTrainer asks for
+    plain = get_peft_model(plain, LoraConfig(r=16, lora_alpha=32, lora_dropout=0.0, target_modules="all-linear"))
     torch.manual_seed(0)
-    for name, p in model.named_parameters():
+    for name, p in plain.named_parameters():
         if "lora_B" in name:
             torch.nn.init.normal_(p, std=0.01)  # a trained adapter, so the gradients are not trivially zero
-    model.train()
+    plain.train()
+    rows = copy.deepcopy(plain)
+    assert packing.use_segment_attention(rows.get_base_model()) and packing.pack_padded_batches(rows.get_base_model())
+
     input_ids, attention, labels = padded_batch(tokenizer, args.pairs)
     slots, labelled = labels[:, 1:].numel(), int((labels[:, 1:] != -100).sum())
-    print(f"batch {tuple(input_ids.shape)}: {int(attention.sum())} real tokens, {labelled} of {slots} positions labelled "
-          f"({labelled / slots:.0%}); torch {torch.__version__}, {torch.get_num_threads()} threads", flush=True)
+    real = int(attention.sum())
+    print(f"DPO batch {tuple(input_ids.shape)}: {real} real tokens ({real / input_ids.numel():.0%}), {labelled} of {slots} "
+          f"positions labelled ({labelled / slots:.0%}); torch {torch.__version__}, {torch.get_num_threads()} threads")
+    mask = attention.bool()
+    lengths = mask.sum(1)
+    flat_ids, flat_labels = input_ids[mask].unsqueeze(0), labels[mask].clone()
+    flat_labels[torch.cumsum(lengths, 0) - lengths] = -100
+    position_ids = torch.cat([torch.arange(int(n)) for n in lengths]).unsqueeze(0)
+    print(f"SFT batch (1, {flat_ids.shape[1]}): the same sequences padding-free, {len(lengths)} rows", flush=True)
 
-    def one_pass():
+    def one_pass(model, **batch):
         model.zero_grad(set_to_none=True)
         t0 = time.perf_counter()
-        out = model(input_ids=input_ids, attention_mask=attention, labels=labels, fused_lm_head=True, use_cache=False)
-        out.loss.backward()
+        with labelled_positions_only() if batch.pop("compact") else contextlib.nullcontext():
+            out = model(**batch, fused_lm_head=True, use_cache=False)
+            out.loss.backward()
         seconds = time.perf_counter() - t0
         grads = torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None])
         return seconds, out.log_probs.detach(), grads
 
-    times: dict[str, list[float]] = {"every position": [], "labelled only": []}
+    dpo = dict(input_ids=input_ids, attention_mask=attention, labels=labels)
+    sft = dict(input_ids=flat_ids, position_ids=position_ids, labels=flat_labels.unsqueeze(0), compact=True)
+    sides = {
+        "DPO padded, every position": (plain, {**dpo, "compact": False}),
+        "DPO padded, labelled only": (plain, {**dpo, "compact": True}),
+        "DPO packed, labelled only": (rows, {**dpo, "compact": True}),
+        "SFT SDPA, block mask": (plain, sft),
+        "SFT row by row": (rows, sft),
+    }
+    times: dict[str, list[float]] = {k: [] for k in sides}
     last = {}
     for i in range(args.passes):
-        order = ["every position", "labelled only"] if i % 2 == 0 else ["labelled only", "every position"]
+        order = list(sides) if i % 2 == 0 else list(sides)[::-1]
         for side in order:
-            if side == "labelled only":
-                with labelled_positions_only():
-                    s, lp, g = one_pass()
-            else:
-                s, lp, g = one_pass()
+            model, batch = sides[side]
+            s, lp, g = one_pass(model, **dict(batch))
             if i > 0:
                 times[side].append(s)
             last[side] = (lp, g)
         print(f"  pass {i + 1}: " + ", ".join(f"{k} {v[-1]:.2f} s" for k, v in times.items() if v), flush=True)
-    every, only = (statistics.median(times[k]) for k in ("every position", "labelled only"))
-    dlp = (last["every position"][0] - last["labelled only"][0]).abs().max().item()
-    dg = (last["every position"][1] - last["labelled only"][1]).abs().max().item()
-    gmax = last["every position"][1].abs().max().item()
-    print(f"\nmedian of {len(times['labelled only'])} passes: every position {every:.2f} s, labelled only {only:.2f} s, "
-          f"ratio {only / every:.2f}")
-    print(f"largest difference: log-probabilities {dlp:.2e}, LoRA gradients {dg:.2e} (largest gradient {gmax:.2e})")
+
+    med = {k: statistics.median(v) for k, v in times.items()}
+    print(f"\nmedians of {args.passes - 1} passes (the first left out):")
+    print("| batch | side | s/pass | vs the first side of its batch | max |Δ log-prob| | max |Δ gradient| |")
+    print("|---|---|---|---|---|---|")
+    for kind, first in (("DPO", "DPO padded, every position"), ("SFT", "SFT SDPA, block mask")):
+        lp0, g0 = last[first]
+        for side in (k for k in sides if k.startswith(kind)):
+            lp, g = last[side]
+            print(f"| {kind} | {side[4:]} | {med[side]:.2f} | {med[side] / med[first]:.2f} | "
+                  f"{(lp - lp0).abs().max().item():.1e} | {(g - g0).abs().max().item():.1e} |")
+    print(f"(largest LoRA gradient {last['DPO padded, every position'][1].abs().max().item():.1e})")
 
 
 if __name__ == "__main__":

@@ -8,8 +8,10 @@ configurations alternate round by round, so a busy machine slows them alike:
 
     SFT  fp32 | bf16 autocast | fp32 + checkpointing | bf16 + checkpointing | bf16, padded batches
     DPO  the same four, each with the reference precomputed and computed at every step
-    and, at the precision failforge picks, the LM head scoring every position (prompt and
-    padding too, TRL's own way off Triton devices) and SFT without LoRA dropout
+    and, at the plan failforge picks, each of its layout choices switched off: the LM head
+    scoring every position (prompt and padding too, TRL's own way off Triton devices), and
+    SDPA's block mask over a padding-free SFT batch / padded DPO batches instead of
+    ``failforge.train.packing`` (rows attended one by one, DPO pairs packed)
 
 For each configuration it prints the median seconds per step (the first step of
 each run is left out: it pays one-off costs), tokens per second, the share of real
@@ -23,7 +25,7 @@ tokens among the token slots computed, and the fraction of the FLOP bound:
 
 ``auto`` marks the configuration failforge picks by itself on this machine.
 
-    .venv/bin/python bench/train_step.py [--steps 3] [--rounds 2] [--only sft|dpo] [--match TEXT]
+    .venv/bin/python bench/train_step.py [--steps 3] [--rounds 2] [--only sft|dpo] [--match TEXT] [--plan-only]
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ from pathlib import Path
 from failforge.models.registry import resolve_weights
 from failforge.run.store import RunStore
 from failforge.train import TrainSettings, train_dpo, train_sft, version_from_gguf
-from failforge.train import batching, device, lm_head
+from failforge.train import batching, device, lm_head, packing
 from failforge.train.callbacks import StepRecorder  # noqa: F401  (imports transformers before timing)
 
 SEQ = 256
@@ -85,7 +87,7 @@ class Config:
     settings: dict
     padded: bool = False  # SFT with the old padded batches (padding-free off)
     all_positions: bool = False  # the LM head scores every position (failforge.train.lm_head off)
-    dropout: float | None = None  # LoRA dropout, when not the default
+    plain_attention: bool = False  # SDPA with its mask, DPO padded (failforge.train.packing off)
     seconds: list[float] = field(default_factory=list)  # per-step seconds, all rounds
     tokens: int = 0
     real: int = 0
@@ -133,22 +135,23 @@ def run(cfg: Config, base, rows, work: Path, steps: int, params: float) -> None:
     out = work / name
     shutil.rmtree(out, ignore_errors=True)
     store = RunStore(work / f"{name}.sqlite")
-    lora = {"r": 16} if cfg.dropout is None else {"r": 16, "dropout": cfg.dropout}
     settings = TrainSettings(
-        kind=cfg.kind, max_steps=steps, batch_size=BATCH, max_length=SEQ, lora=lora,
+        kind=cfg.kind, max_steps=steps, batch_size=BATCH, max_length=SEQ, lora={"r": 16},
         export_gguf=False, save_steps=10_000, **cfg.settings,
     )
     fn = train_sft if cfg.kind == "sft" else train_dpo
-    keep, keep_head = batching.make_padding_free, lm_head.labelled_positions_only
+    keep = batching.make_padding_free, lm_head.labelled_positions_only, packing.use_segment_attention
     if cfg.padded:
         batching.make_padding_free = lambda trainer: False
     if cfg.all_positions:
         lm_head.labelled_positions_only = lambda: contextlib.nullcontext(False)
+    if cfg.plain_attention:
+        packing.use_segment_attention = lambda model: False
     try:
         with RefTimer() as ref:
             fn(base, rows, settings, out, store=store, name=name, quiet=True)
     finally:
-        batching.make_padding_free, lm_head.labelled_positions_only = keep, keep_head
+        batching.make_padding_free, lm_head.labelled_positions_only, packing.use_segment_attention = keep
     steps_done = store.train_steps(name)
     store.close()
     timed = steps_done[1:] or steps_done  # the first step pays one-off costs
@@ -181,12 +184,14 @@ def configs(auto: dict[str, dict]) -> list[Config]:
                 Config("dpo", f"{label}, ref {'precomputed' if pre else 'every step'}",
                        {"precision": precision, "gradient_checkpointing": ckpt, "precompute_ref": pre})
             )
-    # at the automatic plan: the LM head as TRL runs it off Triton devices, and SFT without LoRA dropout
+    # at the automatic plan, each layout choice off: the LM head as TRL runs it off Triton devices,
+    # and SDPA's mask (padding-free SFT: one block-diagonal mask; DPO: padded pairs) instead of packing.py
     sft, dpo = auto["sft"], auto["dpo"]
-    out.append(Config("sft", f"{sft['precision']}, every position scored", dict(sft), all_positions=True))
-    out.append(Config("sft", f"{sft['precision']}, LoRA dropout 0", dict(sft), dropout=0.0))
     pre = "precomputed" if dpo["precompute_ref"] else "every step"
-    out.append(Config("dpo", f"{dpo['precision']}, ref {pre}, every position scored", dict(dpo), all_positions=True))
+    for kind, plan, label in (("sft", sft, sft["precision"]), ("dpo", dpo, f"{dpo['precision']}, ref {pre}")):
+        out.append(Config(kind, f"{label}, every position scored", dict(plan), all_positions=True))
+        out.append(Config(kind, f"{label}, SDPA mask" + (", padded" if kind == "dpo" else ""), dict(plan),
+                          plain_attention=True))
     for c in out:
         a = auto[c.kind]
         c.is_auto = (
@@ -195,7 +200,7 @@ def configs(auto: dict[str, dict]) -> list[Config]:
             and c.settings.get("precompute_ref") == a.get("precompute_ref")
             and not c.padded
             and not c.all_positions
-            and c.dropout is None
+            and not c.plain_attention
         )
     return out
 
@@ -206,6 +211,8 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=2, help="rounds; every configuration runs once per round")
     ap.add_argument("--only", choices=["sft", "dpo"], help="one kind of step only")
     ap.add_argument("--match", help="only the configurations whose 'kind label' contains this text")
+    ap.add_argument("--plan-only", action="store_true",
+                    help="only failforge's own plan and its variants with a layout choice off")
     args = ap.parse_args()
 
     import torch
@@ -240,6 +247,8 @@ def main() -> None:
         all_cfgs = [c for c in all_cfgs if c.kind == args.only]
     if args.match:
         all_cfgs = [c for c in all_cfgs if args.match in f"{c.kind} {c.label}"]
+    if args.plan_only:
+        all_cfgs = [c for c in all_cfgs if c.is_auto or c.all_positions or c.plain_attention]
     work = Path(tempfile.mkdtemp(prefix="failforge-bench-"))
     try:
         for r in range(args.rounds):

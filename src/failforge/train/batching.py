@@ -7,7 +7,8 @@
   kernel: SDPA and eager get the mask, flash-attention the sequence boundaries).
 - DPO batches are grouped by length: TRL 1.16 turns ``padding_free`` off for DPO
   (it warns and falls back to padding), so rows of similar length go into the same
-  batch instead (transformers' ``LengthGroupedSampler``).
+  batch (transformers' ``LengthGroupedSampler``), and where the model takes
+  ``failforge.train.packing``'s row-by-row attention, the padded batch runs packed.
 - ``TokenCount`` records, per optimizer step, the token slots a step computed on
   (``tokens``) and how many of them were real (``real_tokens``); they reach the run
   store and ``train_log.jsonl`` with the step's loss.
@@ -24,7 +25,7 @@ log = logging.getLogger("failforge.train")
 
 #: attention implementations that keep the rows of a padding-free batch apart
 #: (transformers reads the row boundaries from ``position_ids``)
-PADDING_FREE_ATTENTION = {"sdpa", "eager", "flash_attention_2", "flash_attention_3"}
+PADDING_FREE_ATTENTION = {"sdpa", "eager", "flash_attention_2", "flash_attention_3", "failforge_segments"}
 
 
 def make_padding_free(trainer) -> bool:
@@ -95,15 +96,18 @@ class TokenCount(TrainerCallback):
     before ``StepRecorder``.
     """
 
-    def __init__(self):
+    def __init__(self, packed: bool = False):
+        #: the model runs padded batches packed (``failforge.train.packing``): it computes real tokens only
+        self.packed = packed
         self.tokens = 0
         self.real = 0
 
     def count(self, batch: dict[str, Any]) -> None:
         ids = batch["input_ids"]
         mask = batch.get("attention_mask")
-        self.tokens += int(ids.numel())
-        self.real += int(mask.sum()) if mask is not None else int(ids.numel())
+        real = int(mask.sum()) if mask is not None else int(ids.numel())
+        self.tokens += real if self.packed else int(ids.numel())
+        self.real += real
 
     def install(self, trainer) -> TokenCount:
         inner = trainer.training_step

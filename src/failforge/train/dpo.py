@@ -86,6 +86,7 @@ def train_dpo(
             from trl import DPOConfig, DPOTrainer
 
             from failforge.train.batching import TokenCount, group_dpo_by_length
+            from failforge.train.packing import pack_padded_batches, restore_attention, use_segment_attention
 
             plan = plan_device(
                 settings, threads=threads or run_threads(store, log=log.info), checkpoint=checkpoint, sequences_per_row=2
@@ -95,6 +96,8 @@ def train_dpo(
             precompute, why = precompute_reference(settings, len(data))
             log.info("%s: reference log-probabilities %s (%s)", name, "computed once per row" if precompute else "computed at every step", why)
             model, tokenizer = load_causal_lm(checkpoint, plan, settings)
+            # padded pairs run packed, each row attending to itself (the reference pass too)
+            packed = use_segment_attention(model) and pack_padded_batches(model)
             ref_model = None
             if separate_ref:
                 ref_model, _ = load_merged(ref.checkpoint, ref.adapter)
@@ -127,10 +130,11 @@ def train_dpo(
                     f"{name}: no training row fits in max_length={settings.max_length} tokens; raise the step's max_length"
                 )
             group_dpo_by_length(trainer, settings.seed)
-            TokenCount().install(trainer)
+            TokenCount(packed=packed).install(trainer)
             step.train(trainer, name, store, quiet, callbacks)
             if not trainer.is_world_process_zero():
                 return None
+            restore_attention(model)
             save_weights(trainer.model, tokenizer, step, settings)
             del trainer, model, ref_model
     elif not is_rank_zero():

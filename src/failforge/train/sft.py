@@ -71,11 +71,13 @@ def train_sft(
             from trl import SFTConfig, SFTTrainer
 
             from failforge.train.batching import TokenCount, make_padding_free
+            from failforge.train.packing import restore_attention, use_segment_attention
 
             plan = plan_device(settings, threads=threads or run_threads(store, log=log.info), checkpoint=checkpoint)
             plan.record(name, store, step.root)
             plan.apply()
             model, tokenizer = load_causal_lm(checkpoint, plan, settings)
+            use_segment_attention(model)  # a padding-free batch attends within each row only
             args = SFTConfig(
                 **trainer_args(settings, plan, step.trainer_dir, quiet),
                 max_length=settings.max_length,
@@ -97,6 +99,7 @@ def train_sft(
             step.train(trainer, name, store, quiet, callbacks)
             if not trainer.is_world_process_zero():
                 return None
+            restore_attention(model)
             save_weights(trainer.model, tokenizer, step, settings)
             del trainer, model
     elif not is_rank_zero():
