@@ -22,10 +22,11 @@ Metrics are keyed by iteration (1, 2, ...); iteration 0 holds run-level results
 Schema changes go through ``MIGRATIONS`` (ordered, applied once, tracked by
 ``PRAGMA user_version``), so an old run directory opens with a newer failforge.
 Only a writer migrates. ``RunStore(path, readonly=True)`` (what ``report``, ``runs``
-and ``export`` use) opens the file with SQLite's ``mode=ro``, never migrates, and
-refuses a store whose schema is older than this failforge's with one line: resuming
-the run with this version upgrades it. A writer refuses a store written by a newer
-failforge rather than write rows that version does not expect.
+and ``export`` use) opens the file with SQLite's ``mode=ro``, never migrates, reads
+every schema from ``READABLE_FROM`` on as it is (call keys as hex text before version
+2, as 32 bytes since), and refuses an older one with one line: resuming the run with
+this version upgrades it. A writer refuses a store written by a newer failforge rather
+than write rows that version does not expect.
 """
 
 from __future__ import annotations
