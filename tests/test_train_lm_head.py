@@ -14,17 +14,11 @@ torch = pytest.importorskip("torch")
 trl_utils = pytest.importorskip("trl.trainer.utils")
 
 from failforge.train.lm_head import labelled_positions_only  # noqa: E402
+from tiny_llama import tiny_llama  # noqa: E402
 
 
 def tiny_model():
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=301, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=True,
-    )
-    model = LlamaForCausalLM(config)
+    model = tiny_llama()
     trl_utils.add_fused_lm_head(model, outputs=("log_probs", "entropy", "mean_logits", "is_top1"))
     return model
 

@@ -7,8 +7,6 @@ bundled SmolLM2-135M with and without packing.
 
 from __future__ import annotations
 
-import copy
-
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -16,19 +14,9 @@ trl_utils = pytest.importorskip("trl.trainer.utils")
 
 from failforge.train import packing  # noqa: E402
 from failforge.train.lm_head import labelled_positions_only  # noqa: E402
+from tiny_llama import tiny_llama as tiny  # noqa: E402
 
 OUTPUTS = ("log_probs", "entropy", "mean_logits", "is_top1")
-
-
-def tiny(attn="sdpa", model_type="llama"):
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=301, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=True, attn_implementation=attn,
-    )
-    return LlamaForCausalLM(config)
 
 
 def padded_batch():
