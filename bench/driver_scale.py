@@ -97,11 +97,14 @@ def store_bytes(path: Path) -> int:
 
 
 def key_index_bytes(store) -> int:
-    """Pages of the calls table's key index (its primary key), in bytes."""
+    """On disk, what finds a call by its key, in bytes: the calls table's primary-key
+    index (schema versions 1 and 2), or the narrow ``call_keys`` table an opening
+    writer reads to build its in-memory index (version 3 on)."""
     with store._lock:
-        name = store._conn.execute(
+        row = store._conn.execute(
             "SELECT name FROM sqlite_master WHERE type='index' AND tbl_name='calls' AND name LIKE 'sqlite_autoindex_%'"
-        ).fetchone()[0]
+        ).fetchone()
+        name = row[0] if row else "call_keys"
         return store._conn.execute("SELECT COALESCE(SUM(pgsize), 0) FROM dbstat WHERE name=?", (name,)).fetchone()[0]
 
 

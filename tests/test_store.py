@@ -234,6 +234,64 @@ def test_a_version_1_store_is_read_as_it_is_and_migrated_by_a_writer(tmp_path):
         r.close()
 
 
+def test_two_writers_in_turn_never_store_a_key_twice(tmp_path):
+    # the store finds calls through an index in memory; a second connection's calls
+    # reach it before it looks up or stores anything
+    path = tmp_path / "s.sqlite"
+    a, b = RunStore(path), RunStore(path)
+    try:
+        params = SamplingParams(n=2, temperature=1.0, seed=5)
+        first = CachedModel(EchoModel(), a)
+        first.generate(["x", "y"], params)
+        other = EchoModel()
+        second = CachedModel(other, b)
+        out = second.generate(["x", "y", "z"], params)
+        assert len(other.calls) == 2 and all(c.cached for cs in out[:2] for c in cs)
+        # b's calls reach a too: nothing is sent again, nothing is stored twice
+        again = EchoModel()
+        assert all(c.cached for cs in CachedModel(again, a).generate(["x", "y", "z"], params) for c in cs)
+        assert again.calls == []
+        with a.transaction() as c:
+            assert c.execute("SELECT COUNT(*), COUNT(DISTINCT key) FROM calls").fetchone() == (6, 6)
+            assert c.execute("SELECT COUNT(*) FROM call_keys").fetchone()[0] == 6
+        # and a's token count follows b's calls
+        assert a.tokens_spent() == b.tokens_spent() == sum(
+            r[0] for r in sqlite3.connect(path).execute("SELECT prompt_tokens + completion_tokens FROM calls")
+        )
+        # the same key stored by both in one go: one row
+        item = (Request(messages=tuple(as_conversation("w")), params=params).key("fp"),
+                Request(messages=tuple(as_conversation("w")), params=params), Completion(text="w"))
+        a.put_calls("fp", "m", [item, item])
+        b.put_calls("fp", "m", [item])
+        assert a.call_totals()["calls"] == 7
+    finally:
+        a.close()
+        b.close()
+
+
+def test_calls_deleted_by_hand_or_a_vacuum_leave_the_index_true(tmp_path):
+    path = tmp_path / "s.sqlite"
+    store = RunStore(path)
+    params = SamplingParams(n=1, temperature=1.0, seed=5)
+    CachedModel(EchoModel(), store).generate(["a", "b", "c"], params)
+    with store.transaction() as c:
+        c.execute("DELETE FROM calls WHERE text LIKE 'echo: b %'")
+    store.close()
+    conn = sqlite3.connect(path)
+    conn.execute("VACUUM")
+    conn.close()
+    store = RunStore(path)
+    try:
+        inner = EchoModel()
+        out = CachedModel(inner, store).generate(["a", "b", "c"], params)
+        assert len(inner.calls) == 1 and [cs[0].cached for cs in out] == [True, False, True]
+        with store.transaction() as c:
+            assert c.execute("SELECT COUNT(*) FROM call_keys").fetchone()[0] == 3
+            assert c.execute("SELECT COUNT(*) FROM calls JOIN call_keys USING (id, key)").fetchone()[0] == 3
+    finally:
+        store.close()
+
+
 def _cli(*args):
     import subprocess
     import sys

@@ -18,9 +18,14 @@ import hashlib
 import json
 from abc import ABC, abstractmethod
 from collections.abc import Coroutine, Iterator
+from functools import lru_cache
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+
+#: how cache keys encode JSON (``json.dumps(..., sort_keys=True, ensure_ascii=False)``)
+_KEY_JSON = json.JSONEncoder(sort_keys=True, ensure_ascii=False)
 
 
 class Message(BaseModel):
@@ -28,6 +33,13 @@ class Message(BaseModel):
 
     role: Literal["system", "user", "assistant"]
     content: str
+
+    @property
+    def key_json(self) -> str:
+        """This message as a cache key encodes it: ``json.dumps(self.model_dump(),
+        sort_keys=True, ensure_ascii=False)``, spelled out (tests/test_request_key.py
+        checks the two agree)."""
+        return f'{{"content": {_KEY_JSON.encode(self.content)}, "role": {_KEY_JSON.encode(self.role)}}}'
 
 
 Conversation = list[Message]
@@ -65,8 +77,21 @@ class SamplingParams(BaseModel):
         return tuple(v)
 
     @property
+    def key_json(self) -> str:
+        """These parameters as a cache key encodes them: without ``n``."""
+        return _params_key_json(self)
+
+    @property
     def greedy(self) -> bool:
         return self.temperature == 0.0
+
+
+# A run uses a handful of parameter sets for millions of requests. Kept by value (frozen
+# models hash and compare by their fields), not on the object: ``model_copy`` would
+# carry a value cached on the object over to a copy with other parameters.
+@lru_cache(maxsize=1024)
+def _params_key_json(params: SamplingParams) -> str:
+    return _KEY_JSON.encode(params.model_dump(exclude={"n"}))
 
 
 class Request(BaseModel):
@@ -84,17 +109,21 @@ class Request(BaseModel):
         return self.params.seed + self.sample_index
 
     def key(self, fingerprint: str) -> str:
-        """Cache key: hash(fingerprint, messages, sampling parameters, sample index, seed)."""
-        params = self.params.model_dump(exclude={"n"})  # n does not change sample i
-        payload = {
-            "fingerprint": fingerprint,
-            "messages": [m.model_dump() for m in self.messages],
-            "params": params,
-            "sample_index": self.sample_index,
-            "seed": self.seed,
-        }
-        blob = json.dumps(payload, sort_keys=True, ensure_ascii=False).encode()
-        return hashlib.sha256(blob).hexdigest()
+        """Cache key: the SHA-256 of ``json.dumps({"fingerprint", "messages", "params"
+        (without ``n``: it does not change sample i), "sample_index", "seed"},
+        sort_keys=True, ensure_ascii=False)``.
+
+        The text is put together from the JSON of each message and of the parameters,
+        each encoded once per object (the same text ``json.dumps`` gives for the whole,
+        tests/test_request_key.py): every model call computes a key, and encoding the
+        whole payload anew each time was a third of the run cache's own cost per call
+        (bench/driver_scale.py)."""
+        messages = ", ".join(m.key_json for m in self.messages)
+        blob = (
+            f'{{"fingerprint": {_KEY_JSON.encode(fingerprint)}, "messages": [{messages}], '
+            f'"params": {self.params.key_json}, "sample_index": {int(self.sample_index)}, "seed": {int(self.seed)}}}'
+        )
+        return hashlib.sha256(blob.encode()).hexdigest()
 
 
 class Completion(BaseModel):

@@ -33,16 +33,19 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from array import array
 import threading
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from failforge.errors import ConfigError
 from failforge.models.base import Completion, Request
+from failforge.run.call_index import CallIndex
 
 MIGRATIONS: list[str] = [
     # 1: the initial schema
@@ -117,6 +120,42 @@ MIGRATIONS: list[str] = [
     DROP TABLE calls;
     ALTER TABLE calls_v2 RENAME TO calls;
     """,
+    # 3: calls are found through an index their writer keeps in memory
+    # (run/call_index.py), not through a B-tree on their hashed keys, which rewrote one
+    # random page per new call: the table only appends, at a cost per call that does not
+    # grow with the store (docs/throughput.md). ``call_keys`` holds each call's key by its
+    # id, a narrow copy an opening writer reads (40 MB at 10^6 calls) to build that index.
+    # Ids are explicit so that a VACUUM keeps them. A call deleted by hand leaves
+    # ``call_keys`` with it.
+    """
+    CREATE TABLE calls_v3 (
+        id INTEGER PRIMARY KEY,
+        key BLOB NOT NULL,
+        fingerprint TEXT NOT NULL,
+        model TEXT NOT NULL,
+        request TEXT NOT NULL,
+        text TEXT NOT NULL,
+        prompt_tokens INTEGER NOT NULL,
+        completion_tokens INTEGER NOT NULL,
+        latency_s REAL NOT NULL,
+        finish_reason TEXT,
+        logprobs TEXT,
+        created_at REAL NOT NULL
+    );
+    INSERT INTO calls_v3 (id, key, fingerprint, model, request, text, prompt_tokens, completion_tokens,
+                          latency_s, finish_reason, logprobs, created_at)
+        SELECT rowid, key, fingerprint, model, request, text, prompt_tokens, completion_tokens,
+               latency_s, finish_reason, logprobs, created_at
+        FROM calls ORDER BY rowid;
+    DROP TABLE calls;
+    ALTER TABLE calls_v3 RENAME TO calls;
+    CREATE TABLE call_keys (
+        id INTEGER PRIMARY KEY,
+        key BLOB NOT NULL
+    );
+    INSERT INTO call_keys (id, key) SELECT id, key FROM calls ORDER BY id;
+    CREATE TRIGGER calls_forget AFTER DELETE ON calls BEGIN DELETE FROM call_keys WHERE id = old.id; END
+    """,
 ]
 
 #: the oldest schema version a reader reads as it is (version 1 differs from 2 only in
@@ -125,6 +164,9 @@ READABLE_FROM = 1
 
 #: the first schema version that stores call keys as 32 bytes
 BLOB_KEYS_FROM = 2
+
+#: the first schema version whose calls are found through ``CallIndex`` (no key index)
+CALL_INDEX_FROM = 3
 
 
 #: page cache of a writer, KiB (SQLite allocates it as pages are used): holds the call-key
@@ -155,6 +197,8 @@ class RunStore:
         self._lock = threading.RLock()
         #: prompt + completion tokens of every stored call (read once, then kept up to date)
         self._spent: int | None = None
+        #: where each stored call is (schema version 3 on), built at first use
+        self._index: CallIndex | None = None
         if readonly:
             uri = f"{self.path.resolve().as_uri()}?mode=ro"
             self._conn = sqlite3.connect(uri, uri=True, check_same_thread=False, isolation_level=None)
@@ -162,6 +206,7 @@ class RunStore:
             self._conn.execute("PRAGMA query_only=ON")
             self._check_readable()
             self._blob_keys = self.schema_version >= BLOB_KEYS_FROM
+            self._uses_index = self.schema_version >= CALL_INDEX_FROM
             return
         self._conn = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None)
         self._conn.execute("PRAGMA busy_timeout=30000")
@@ -180,7 +225,7 @@ class RunStore:
         # than some Pythons' SQLite
         self._conn.create_function("failforge_unhex", 1, bytes.fromhex, deterministic=True)
         self._migrate()
-        self._blob_keys = True
+        self._blob_keys = self._uses_index = True
 
     # --- schema ------------------------------------------------------------
     def _check_readable(self) -> None:
@@ -243,28 +288,49 @@ class RunStore:
         """The stored answers of these keys (``Request.key``: hex digits), by key."""
         out: dict[str, Completion] = {}
         with self._lock:
+            if self._uses_index:
+                found = self._call_index().find([bytes.fromhex(k) for k in keys])
+                by_id = {i: k for k, i in zip(keys, found) if i is not None}
+                for chunk in _chunks(list(by_id), 500):
+                    rows = self._conn.execute(
+                        "SELECT id, text, prompt_tokens, completion_tokens, latency_s, finish_reason, logprobs"
+                        f" FROM calls WHERE id IN ({','.join('?' * len(chunk))})",
+                        chunk,
+                    ).fetchall()
+                    for i, *answer in rows:
+                        out[by_id[i]] = _completion(*answer)
+                return out
+            # schema versions 1 and 2 (read-only): SQLite's index on the key
             for chunk in _chunks(keys, 500):
-                q = ",".join("?" * len(chunk))
                 rows = self._conn.execute(
                     "SELECT key, text, prompt_tokens, completion_tokens, latency_s, finish_reason, logprobs"
-                    f" FROM calls WHERE key IN ({q})",
+                    f" FROM calls WHERE key IN ({','.join('?' * len(chunk))})",
                     [bytes.fromhex(k) for k in chunk] if self._blob_keys else chunk,
                 ).fetchall()
-                for k, text, pt, ct, lat, fr, lp in rows:
-                    if self._blob_keys:
-                        k = k.hex()
-                    error = fr[len(ERROR_PREFIX) :] if fr and fr.startswith(ERROR_PREFIX) else None
-                    out[k] = Completion(
-                        text=text,
-                        prompt_tokens=pt,
-                        completion_tokens=ct,
-                        latency_s=lat,
-                        finish_reason="error" if error is not None else fr,
-                        logprobs=json.loads(lp) if lp else None,
-                        cached=True,
-                        error=error,
-                    )
+                for k, *answer in rows:
+                    out[k.hex() if self._blob_keys else k] = _completion(*answer)
         return out
+
+    def _call_index(self) -> CallIndex:
+        """(Under the lock.) Where each stored call is: built from ``call_keys`` at first
+        use, then caught up with the calls other connections stored since."""
+        if self._index is None:
+            ids: array = array("q")
+            keys = bytearray()
+            cur = self._conn.execute("SELECT id, key FROM call_keys ORDER BY id")
+            while batch := cur.fetchmany(65536):
+                for i, k in batch:
+                    ids.append(i)
+                    keys += k
+            self._index = CallIndex.from_table(np.frombuffer(ids, dtype=np.int64), bytes(keys))
+        else:
+            new = self._conn.execute(
+                "SELECT id, key FROM call_keys WHERE id > ? ORDER BY id", (self._index.last_row,)
+            ).fetchall()
+            if new:  # stored by another connection: count the tokens again
+                self._index.add(new)
+                self._spent = None
+        return self._index
 
     def put_calls(
         self,
@@ -274,7 +340,8 @@ class RunStore:
         events: tuple[str, dict[str, int]] | None = None,
     ) -> None:
         """Store answered calls in one transaction, flushed to disk before it returns;
-        ``events`` (source, counts) are added to ``backend_events`` in the same one."""
+        ``events`` (source, counts) are added to ``backend_events`` in the same one. A
+        call whose key is stored already is left as it is."""
         now = time.time()
         rows = [
             (
@@ -292,17 +359,24 @@ class RunStore:
             )
             for key, req, comp in items
         ]
-        # in key order: consecutive inserts walk the key index from left to right
-        rows.sort(key=itemgetter(0))
-        with self.transaction(self.calls_synchronous) as c:
-            if events is not None and events[1]:
-                self._add_events(c, *events)
-            before = c.total_changes
-            c.executemany("INSERT OR IGNORE INTO calls VALUES (?,?,?,?,?,?,?,?,?,?,?)", rows)
-            if self._spent is not None and c.total_changes - before == len(items):
-                self._spent += sum(comp.prompt_tokens + comp.completion_tokens for _, _, comp in items)
-            else:  # some keys were stored already: count again from the table
-                self._spent = None
+        with self._lock:
+            with self.transaction(self.calls_synchronous) as c:
+                if events is not None and events[1]:
+                    self._add_events(c, *events)
+                index = self._call_index()  # caught up under the write lock: no key goes in twice
+                next_id = max(index.last_row, c.execute("SELECT COALESCE(MAX(id), 0) FROM calls").fetchone()[0]) + 1
+                new: list[tuple] = []
+                seen: set[bytes] = set()
+                for row, at in zip(rows, index.find([r[0] for r in rows])):
+                    if at is None and row[0] not in seen:
+                        seen.add(row[0])
+                        new.append((next_id + len(new), *row))
+                c.executemany("INSERT INTO calls VALUES (?,?,?,?,?,?,?,?,?,?,?,?)", new)
+                c.executemany("INSERT INTO call_keys VALUES (?,?)", [r[:2] for r in new])
+            # committed: now they can be found
+            index.add([r[:2] for r in new])
+            if self._spent is not None:
+                self._spent += sum(r[6] + r[7] for r in new)
 
     def tokens_spent(self) -> int:
         """Prompt + completion tokens of every call in the store (the run's token budget counts these)."""
@@ -425,12 +499,38 @@ class RunStore:
         return {k: json.loads(v) for k, v in rows}
 
 
+def _completion(text, prompt_tokens, completion_tokens, latency_s, finish_reason, logprobs) -> Completion:
+    """A stored call's answer, as the cache hands it back."""
+    error = finish_reason[len(ERROR_PREFIX) :] if finish_reason and finish_reason.startswith(ERROR_PREFIX) else None
+    return Completion(
+        text=text,
+        prompt_tokens=prompt_tokens,
+        completion_tokens=completion_tokens,
+        latency_s=latency_s,
+        finish_reason="error" if error is not None else finish_reason,
+        logprobs=json.loads(logprobs) if logprobs else None,
+        cached=True,
+        error=error,
+    )
+
+
 def _chunks(xs: list, n: int):
     for i in range(0, len(xs), n):
         yield xs[i : i + n]
 
 
 def _split_sql(script: str) -> list[str]:
-    # Statements in MIGRATIONS never contain ';' inside literals, so a plain split is
-    # enough; sqlite3.executescript would COMMIT and break the migration transaction.
-    return [s.strip() for s in script.split(";") if s.strip()]
+    # sqlite3.executescript would COMMIT and break the migration transaction, so the
+    # statements run one by one; a trigger's body holds ';' of its own, so pieces are
+    # joined until SQLite says the statement is complete.
+    out: list[str] = []
+    buf = ""
+    for piece in script.split(";"):
+        buf += piece + ";"
+        if sqlite3.complete_statement(buf):
+            if buf.strip(" \n;"):
+                out.append(buf.strip())
+            buf = ""
+    if buf.strip(" \n;"):
+        out.append(buf.strip())
+    return out
