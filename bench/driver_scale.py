@@ -28,12 +28,19 @@ with ``--async``, one request per call behind the run cache's window of
 shape (a 120-character prompt's request, a 400-character answer) inserted straight into
 a ``calls`` table in groups of ``--group`` (about what the group commit gathers from the
 instant backend), each group one ``synchronous=FULL`` transaction, with the store's
-settings or others (``--hex-keys``, ``--cache-kb``, ``--wal-pages``, ``--unsorted``,
-``--page-size``): time in the inserts and in the commits, and bytes written per row
-(``/proc/self/io``), at each checkpoint.
+settings or others (``--layout``: the calls table of schema version 1, 2 or 3;
+``--cache-kb``, ``--wal-pages``, ``--unsorted``, ``--page-size``): time in the inserts
+and in the commits, and bytes written per row (``/proc/self/io``), at each checkpoint.
 
-    .venv/bin/python bench/driver_scale.py --store-only                # this failforge's settings
-    .venv/bin/python bench/driver_scale.py --store-only --hex-keys --cache-kb 65536 --wal-pages 1000 --unsorted
+    .venv/bin/python bench/driver_scale.py --store-only                # this failforge's layout and settings
+    .venv/bin/python bench/driver_scale.py --store-only --layout 2     # the key index of schema version 2
+    .venv/bin/python bench/driver_scale.py --store-only --layout 1 --cache-kb 65536 --wal-pages 1000 --unsorted
+
+``--migration`` times the one-time cost of an older store: a schema version 2 store of
+each checkpoint's size, opened by this failforge's writer (which migrates it), then the
+first look-up of 1,000 calls (which builds the in-memory call index).
+
+    .venv/bin/python bench/driver_scale.py --migration
 """
 
 from __future__ import annotations
@@ -122,12 +129,17 @@ def store_only(args, checkpoints: list[int]) -> int:
     conn.execute("PRAGMA synchronous=FULL")
     conn.execute(f"PRAGMA cache_size=-{cache_kb}")
     conn.execute(f"PRAGMA wal_autocheckpoint={wal_pages}")
-    conn.execute(
-        f"CREATE TABLE calls (key {'TEXT' if args.hex_keys else 'BLOB'} PRIMARY KEY, fingerprint TEXT NOT NULL,"
-        " model TEXT NOT NULL, request TEXT NOT NULL, text TEXT NOT NULL, prompt_tokens INTEGER NOT NULL,"
-        " completion_tokens INTEGER NOT NULL, latency_s REAL NOT NULL, finish_reason TEXT, logprobs TEXT,"
-        " created_at REAL NOT NULL)"
+    columns = (
+        " fingerprint TEXT NOT NULL, model TEXT NOT NULL, request TEXT NOT NULL, text TEXT NOT NULL,"
+        " prompt_tokens INTEGER NOT NULL, completion_tokens INTEGER NOT NULL, latency_s REAL NOT NULL,"
+        " finish_reason TEXT, logprobs TEXT, created_at REAL NOT NULL"
     )
+    appends = args.layout == 3
+    if appends:  # schema version 3: no key index; the keys' narrow copy beside
+        conn.execute(f"CREATE TABLE calls (id INTEGER PRIMARY KEY, key BLOB NOT NULL, {columns})")
+        conn.execute("CREATE TABLE call_keys (id INTEGER PRIMARY KEY, key BLOB NOT NULL, tokens INTEGER NOT NULL)")
+    else:  # versions 1 and 2: the key is the primary key
+        conn.execute(f"CREATE TABLE calls (key {'TEXT' if args.layout == 1 else 'BLOB'} PRIMARY KEY, {columns})")
     request = Request(messages=tuple(as_conversation(prompt(123456))), params=PARAMS).model_dump_json()
     text = "answer 1234: " + "x" * 380
 
@@ -136,8 +148,10 @@ def store_only(args, checkpoints: list[int]) -> int:
             return {k: int(v) for k, v in (line.split(":") for line in f)}
 
     print(
-        f"store only: {'hex' if args.hex_keys else '32-byte'} keys, groups of {args.group}"
-        f"{'' if args.unsorted else ' in key order'}, cache {cache_kb} KiB, WAL {wal_pages} pages, "
+        f"store only: schema version {args.layout} ("
+        + {1: "hex keys, key index", 2: "32-byte keys, key index", 3: "32-byte keys, no key index"}[args.layout]
+        + f"), groups of {args.group}{' in key order' if args.layout == 2 and not args.unsorted else ''}, "
+        f"cache {cache_kb} KiB, WAL {wal_pages} pages, "
         f"page {args.page_size} B"
     )
     print(f"{'rows':>9} | {'insert us/row':>13} | {'commit us/row':>13} | {'written B/row':>13} | {'store MB':>8}")
@@ -150,13 +164,17 @@ def store_only(args, checkpoints: list[int]) -> int:
             rows = []
             for i in range(done, done + n):
                 h = hashlib.sha256(str(i).encode())
-                key = h.hexdigest() if args.hex_keys else h.digest()
+                key = h.hexdigest() if args.layout == 1 else h.digest()
                 rows.append((key, "fp", "m", request, text, 32, 96, 0.0, "stop", None, time.time()))
-            if not args.unsorted:
+            if args.layout == 2 and not args.unsorted:
                 rows.sort(key=lambda r: r[0])
             t0 = time.perf_counter()
             conn.execute("BEGIN IMMEDIATE")
-            conn.executemany("INSERT OR IGNORE INTO calls VALUES (?,?,?,?,?,?,?,?,?,?,?)", rows)
+            if appends:
+                conn.executemany("INSERT INTO calls VALUES (?,?,?,?,?,?,?,?,?,?,?,?)", [(done + j + 1, *r) for j, r in enumerate(rows)])
+                conn.executemany("INSERT INTO call_keys VALUES (?,?,?)", [(done + j + 1, r[0], 128) for j, r in enumerate(rows)])
+            else:
+                conn.executemany("INSERT OR IGNORE INTO calls VALUES (?,?,?,?,?,?,?,?,?,?,?)", rows)
             t1 = time.perf_counter()
             conn.execute("COMMIT")
             t_insert += t1 - t0
@@ -167,6 +185,49 @@ def store_only(args, checkpoints: list[int]) -> int:
               f"{(io1['write_bytes'] - io0['write_bytes']) / n:>13.0f} | {store_bytes(path) / 1e6:>8.1f}", flush=True)  # fmt: skip
     conn.close()
     tmp.cleanup()
+    return 0
+
+
+def migration(args, checkpoints: list[int]) -> int:
+    """The one-time cost of opening an older store: a schema version 2 store of each
+    checkpoint's size (written straight with SQL), opened by this failforge's writer,
+    which migrates it; then the first look-up, which builds the in-memory call index."""
+    from failforge.run.store import MIGRATIONS, RunStore, _split_sql
+
+    request = Request(messages=tuple(as_conversation(prompt(123456))), params=PARAMS).model_dump_json()
+    text = "answer 1234: " + "x" * 380
+    print(f"migration: a schema version 2 store opened by a writer of version {len(MIGRATIONS)}")
+    print(f"{'rows':>9} | {'store MB':>8} | {'migrate s':>9} | {'MB after':>8} | {'first look-up s':>15} | {'found':>5}")
+    for target in checkpoints:
+        with tempfile.TemporaryDirectory(prefix="failforge-migrate-", dir=args.dir) as tmp:
+            path = Path(tmp) / "store.sqlite"
+            conn = sqlite3.connect(path, isolation_level=None)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.create_function("failforge_unhex", 1, bytes.fromhex)  # migration 2 (on an empty table)
+            conn.execute("BEGIN")
+            for sql in MIGRATIONS[:2]:
+                for stmt in _split_sql(sql):
+                    conn.execute(stmt)
+            conn.execute("PRAGMA user_version=2")
+            keys = [hashlib.sha256(str(i).encode()).digest() for i in range(target)]
+            conn.executemany(
+                "INSERT INTO calls VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                ((k, "fp", "m", request, text, 32, 96, 0.0, "stop", None, 1.0) for k in keys),
+            )
+            conn.execute("COMMIT")
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            conn.close()
+            before = store_bytes(path)
+            t0 = time.perf_counter()
+            store = RunStore(path)
+            migrate_s = time.perf_counter() - t0
+            wanted = [keys[i].hex() for i in random.Random(target).sample(range(target), min(1000, target))]
+            t0 = time.perf_counter()
+            found = store.get_calls(wanted)
+            first_s = time.perf_counter() - t0
+            store.close()
+            print(f"{target:>9,} | {before / 1e6:>8.1f} | {migrate_s:>9.2f} | {store_bytes(path) / 1e6:>8.1f} | "
+                  f"{first_s:>15.3f} | {len(found):>5}", flush=True)  # fmt: skip
     return 0
 
 
@@ -181,11 +242,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sample", type=int, default=10000, help="requests looked up at random per resume measure")
     ap.add_argument("--dir", default=None, help="where the store goes (default: a temporary folder)")
     ap.add_argument("--store-only", action="store_true", help="the commit path alone (see above)")
+    ap.add_argument("--migration", action="store_true", help="the time to migrate a version 2 store of each checkpoint's size")
     ap.add_argument("--group", type=int, default=520, help="--store-only: rows per commit")
-    ap.add_argument("--hex-keys", action="store_true", help="--store-only: keys as 64 hex digits (schema version 1)")
+    ap.add_argument("--layout", type=int, choices=(1, 2, 3), default=3,
+                    help="--store-only: the calls table of this schema version (1: hex-digit key index, 2: 32-byte key index, 3: no key index)")
     ap.add_argument("--cache-kb", type=int, default=0, help="--store-only: page cache, KiB (default: the store's)")
     ap.add_argument("--wal-pages", type=int, default=0, help="--store-only: wal_autocheckpoint (default: the store's)")
-    ap.add_argument("--unsorted", action="store_true", help="--store-only: rows in arrival order, not key order")
+    ap.add_argument("--unsorted", action="store_true", help="--store-only, --layout 2: rows in arrival order, not key order")
     ap.add_argument("--page-size", type=int, default=4096, help="--store-only: SQLite page size")
     args = ap.parse_args(argv)
     try:
@@ -198,6 +261,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.store_only:
         return store_only(args, checkpoints)
+    if args.migration:
+        return migration(args, checkpoints)
 
     from failforge.run.cached import CachedModel
     from failforge.run.store import RunStore

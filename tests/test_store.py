@@ -214,6 +214,7 @@ def test_a_version_1_store_is_read_as_it_is_and_migrated_by_a_writer(tmp_path):
         assert w.schema_version == len(MIGRATIONS)
         rows = w._conn.execute("SELECT key, text FROM calls ORDER BY rowid").fetchall()
         assert [(bytes(k).hex(), t) for k, t in rows] == list(zip(keys, texts))
+        assert w.tokens_spent() == 7 * len(keys)  # counted from call_keys now
         assert w.meta() == {"status": "finished"}
         # resuming repeats nothing: every request is answered from the store
         model = CachedModel(inner, w)

@@ -1,6 +1,7 @@
 """The run store: one SQLite file per run directory.
 
-It holds every model call (the cache, keyed by ``Request.key``), every record the
+It holds every model call (the cache, keyed by ``Request.key`` and found through an
+index kept in memory, ``run/call_index.py``), every record the
 run produces, every iteration's metrics, training steps, and run metadata. WAL mode
 and one transaction per write batch mean a ``kill -9`` loses at most the calls in
 flight: everything committed is read back on resume.
@@ -24,7 +25,7 @@ Schema changes go through ``MIGRATIONS`` (ordered, applied once, tracked by
 Only a writer migrates. ``RunStore(path, readonly=True)`` (what ``report``, ``runs``
 and ``export`` use) opens the file with SQLite's ``mode=ro``, never migrates, reads
 every schema from ``READABLE_FROM`` on as it is (call keys as hex text before version
-2, as 32 bytes since), and refuses an older one with one line: resuming the run with
+2, as 32 bytes since; an index on them before version 3, ``call_keys`` since), and refuses an older one with one line: resuming the run with
 this version upgrades it. A writer refuses a store written by a newer failforge rather
 than write rows that version does not expect.
 """
@@ -123,8 +124,9 @@ MIGRATIONS: list[str] = [
     # 3: calls are found through an index their writer keeps in memory
     # (run/call_index.py), not through a B-tree on their hashed keys, which rewrote one
     # random page per new call: the table only appends, at a cost per call that does not
-    # grow with the store (docs/throughput.md). ``call_keys`` holds each call's key by its
-    # id, a narrow copy an opening writer reads (40 MB at 10^6 calls) to build that index.
+    # grow with the store (docs/throughput.md). ``call_keys`` holds each call's key and
+    # tokens by its id: a narrow copy a writer reads (50 MB at 10^6 calls) to build that
+    # index and to count the tokens spent, where the calls table is 900 MB.
     # Ids are explicit so that a VACUUM keeps them. A call deleted by hand leaves
     # ``call_keys`` with it.
     """
@@ -151,15 +153,16 @@ MIGRATIONS: list[str] = [
     ALTER TABLE calls_v3 RENAME TO calls;
     CREATE TABLE call_keys (
         id INTEGER PRIMARY KEY,
-        key BLOB NOT NULL
+        key BLOB NOT NULL,
+        tokens INTEGER NOT NULL
     );
-    INSERT INTO call_keys (id, key) SELECT id, key FROM calls ORDER BY id;
+    INSERT INTO call_keys (id, key, tokens) SELECT id, key, prompt_tokens + completion_tokens FROM calls ORDER BY id;
     CREATE TRIGGER calls_forget AFTER DELETE ON calls BEGIN DELETE FROM call_keys WHERE id = old.id; END
     """,
 ]
 
-#: the oldest schema version a reader reads as it is (version 1 differs from 2 only in
-#: how call keys are stored, which ``get_calls`` handles)
+#: the oldest schema version a reader reads as it is (versions 1 to 3 differ only in how
+#: calls are found by key, which ``get_calls`` handles)
 READABLE_FROM = 1
 
 #: the first schema version that stores call keys as 32 bytes
@@ -169,12 +172,15 @@ BLOB_KEYS_FROM = 2
 CALL_INDEX_FROM = 3
 
 
-#: page cache of a writer, KiB (SQLite allocates it as pages are used): holds the call-key
-#: index of a few million calls (about 50 MB per 10^6, bench/driver_scale.py)
+#: page cache of a writer, KiB (SQLite allocates it as pages are used). Since schema
+#: version 3 calls only append, so a run fills little of it; a migration's copy of the
+#: calls table uses more. With the WAL below, commits took 9.4 µs a call at 10^6 calls
+#: against 12.0 with SQLite's defaults (2 MB, 1000 pages): ``bench/driver_scale.py
+#: --store-only``, docs/throughput.md
 WRITER_CACHE_KB = 262144
 
 #: WAL pages (4 KiB) a writer's commit may leave before it checkpoints them into the
-#: database file (SQLite's default is 1000)
+#: database file (SQLite's default is 1000): fewer checkpoints, fewer flushes of the file
 WAL_CHECKPOINT_PAGES = 10000
 
 #: how a refused call's error is kept in the ``finish_reason`` column
@@ -213,13 +219,7 @@ class RunStore:
         self._check_not_newer()
         self._conn.execute("PRAGMA journal_mode=WAL")
         self._conn.execute("PRAGMA synchronous=NORMAL")
-        # Call keys are hashes, so each new call lands on a random page of the key index;
-        # past SQLite's default 2 MB page cache every insert read its page back from the
-        # OS. The cap is allocated only as pages are used (bench/driver_scale.py).
         self._conn.execute(f"PRAGMA cache_size=-{WRITER_CACHE_KB}")
-        # Each commit rewrites about one random key-index page per new call; a checkpoint
-        # copies each page once however many commits rewrote it, so a longer WAL between
-        # checkpoints copies fewer pages (and flushes the database file less often).
         self._conn.execute(f"PRAGMA wal_autocheckpoint={WAL_CHECKPOINT_PAGES}")
         # migration 2 turns stored hex keys into bytes; SQLite's own unhex() is newer (3.41)
         # than some Pythons' SQLite
@@ -372,7 +372,7 @@ class RunStore:
                         seen.add(row[0])
                         new.append((next_id + len(new), *row))
                 c.executemany("INSERT INTO calls VALUES (?,?,?,?,?,?,?,?,?,?,?,?)", new)
-                c.executemany("INSERT INTO call_keys VALUES (?,?)", [r[:2] for r in new])
+                c.executemany("INSERT INTO call_keys VALUES (?,?,?)", [(*r[:2], r[6] + r[7]) for r in new])
             # committed: now they can be found
             index.add([r[:2] for r in new])
             if self._spent is not None:
@@ -382,7 +382,10 @@ class RunStore:
         """Prompt + completion tokens of every call in the store (the run's token budget counts these)."""
         with self._lock:
             if self._spent is None:
-                row = self._conn.execute("SELECT COALESCE(SUM(prompt_tokens + completion_tokens), 0) FROM calls").fetchone()
+                if self._uses_index:  # the narrow copy: a twentieth of the calls table to read
+                    row = self._conn.execute("SELECT COALESCE(SUM(tokens), 0) FROM call_keys").fetchone()
+                else:
+                    row = self._conn.execute("SELECT COALESCE(SUM(prompt_tokens + completion_tokens), 0) FROM calls").fetchone()
                 self._spent = int(row[0])
             return self._spent
 
