@@ -137,7 +137,8 @@ def _stamp(path: Path) -> tuple[int, int]:
 
 def stored_keys(run_dir: Path) -> set[str]:
     with sqlite3.connect(f"file:{run_dir / 'store.sqlite'}?mode=ro", uri=True) as db:
-        return {k for (k,) in db.execute("select key from calls")}
+        # hex digits, as the call log writes them (stored as 32 bytes since schema version 2)
+        return {k.hex() if isinstance(k, bytes) else k for (k,) in db.execute("select key from calls")}
 
 
 def logged(call_log: Path) -> list[str]:
