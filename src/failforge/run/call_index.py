@@ -11,7 +11,7 @@ one is written by hand: a sorted numpy array of keys (40 bytes a call) for every
 up to the last merge, and a dict for the calls stored since.
 
 The store keeps it exact against other connections by reading the rows stored after
-the last one it knows (``RunStore._catch_up``), so two writers in turn never store a
+the last one it knows (``RunStore._call_index``), so two writers in turn never store a
 key twice.
 """
 
@@ -39,9 +39,6 @@ class CallIndex:
 
     def __len__(self) -> int:
         return len(self._keys) + len(self._recent)
-
-    def __contains__(self, key: bytes) -> bool:
-        return self.find([key])[0] is not None
 
     def add(self, pairs: list[tuple[int, bytes]]) -> None:
         """Add (rowid, key) pairs; a key already present keeps its first rowid."""

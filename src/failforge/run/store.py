@@ -1,8 +1,8 @@
 """The run store: one SQLite file per run directory.
 
 It holds every model call (the cache, keyed by ``Request.key`` and found through an
-index kept in memory, ``run/call_index.py``), every record the
-run produces, every iteration's metrics, training steps, and run metadata. WAL mode
+index kept in memory, ``run/call_index.py``), every record the run produces, every
+iteration's metrics, training steps, and run metadata. WAL mode
 and one transaction per write batch mean a ``kill -9`` loses at most the calls in
 flight: everything committed is read back on resume.
 
@@ -25,8 +25,8 @@ Schema changes go through ``MIGRATIONS`` (ordered, applied once, tracked by
 Only a writer migrates. ``RunStore(path, readonly=True)`` (what ``report``, ``runs``
 and ``export`` use) opens the file with SQLite's ``mode=ro``, never migrates, reads
 every schema from ``READABLE_FROM`` on as it is (call keys as hex text before version
-2, as 32 bytes since; an index on them before version 3, ``call_keys`` since), and refuses an older one with one line: resuming the run with
-this version upgrades it. A writer refuses a store written by a newer failforge rather
+2, as 32 bytes since; an index on them before version 3, ``call_keys`` since), and
+refuses an older one with one line: resuming the run with this version upgrades it. A writer refuses a store written by a newer failforge rather
 than write rows that version does not expect.
 """
 
@@ -34,9 +34,9 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from array import array
 import threading
 import time
+from array import array
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
