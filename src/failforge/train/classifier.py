@@ -83,7 +83,10 @@ def train_classifier(
             if peft is not None:
                 from peft import get_peft_model
 
+                from failforge.train.dropout import use_gap_dropout
+
                 model = get_peft_model(model, peft)  # SEQ_CLS also trains the new head in full
+                use_gap_dropout(model)
 
             pairs = "text_pair" in data[0]
 

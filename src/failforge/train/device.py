@@ -235,7 +235,8 @@ def cpu_matmul_rates(threads: int, cache_dir: str | Path | None = None, refresh:
 
 
 def measure_matmul(threads: int | None = None, n: int = _BENCH_N, rounds: int = _BENCH_ROUNDS,
-                   seconds: float = _BENCH_SECONDS, device: str = "cpu") -> dict[str, float]:
+                   seconds: float = _BENCH_SECONDS, device: str = "cpu",
+                   precisions: tuple[str, ...] = ("fp32", "bf16")) -> dict[str, float]:
     """GFLOP/s of an ``n`` x ``n`` matmul per precision: the best of ``rounds`` alternating rounds.
 
     The best round, not the mean, because other processes on a shared machine only
@@ -250,6 +251,8 @@ def measure_matmul(threads: int | None = None, n: int = _BENCH_N, rounds: int = 
         gen = torch.Generator().manual_seed(0)
         mats = {}
         for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
+            if name not in precisions:
+                continue
             a = torch.randn(n, n, generator=gen).to(device=device, dtype=dtype)
             b = torch.randn(n, n, generator=gen).to(device=device, dtype=dtype)
             a @ b  # warm-up: thread pool, kernel selection

@@ -80,8 +80,9 @@ def train_dpo(
 
     if not weights_saved(step, settings):
         from failforge.train.lm_head import labelled_positions_only
+        from failforge.train.lm_head_fold import in_place_folds
 
-        with quiet_progress(quiet), labelled_positions_only():  # the reference pass runs in DPOTrainer()
+        with quiet_progress(quiet), labelled_positions_only(), in_place_folds():  # the reference pass runs in DPOTrainer()
             from datasets import Dataset
             from trl import DPOConfig, DPOTrainer
 

@@ -65,12 +65,14 @@ def train_sft(
 
     if not weights_saved(step, settings):
         from failforge.train.lm_head import labelled_positions_only
+        from failforge.train.lm_head_fold import in_place_folds
 
-        with quiet_progress(quiet), labelled_positions_only():
+        with quiet_progress(quiet), labelled_positions_only(), in_place_folds():
             from datasets import Dataset
             from trl import SFTConfig, SFTTrainer
 
             from failforge.train.batching import TokenCount, make_padding_free
+            from failforge.train.dropout import use_gap_dropout
             from failforge.train.packing import restore_attention, use_segment_attention
 
             plan = plan_device(settings, threads=threads or run_threads(store, log=log.info), checkpoint=checkpoint)
@@ -95,6 +97,7 @@ def train_sft(
                     f"{name}: no training row fits in max_length={settings.max_length} tokens; raise the step's max_length"
                 )
             make_padding_free(trainer)
+            use_gap_dropout(trainer.model)
             TokenCount().install(trainer)
             step.train(trainer, name, store, quiet, callbacks)
             if not trainer.is_world_process_zero():

@@ -1,0 +1,126 @@
+"""TRL's fused LM head folds its vocabulary tiles in place on CPUs: the same numbers, fewer passes.
+
+TRL projects the hidden states through the vocabulary in tiles (``trl.kernels.chunked_logprob``)
+and folds each tile into log-softmax statistics. On CUDA and XPU a Triton kernel does the
+fold in one pass. Elsewhere ``_forward_tile`` and ``_backward_tile`` do it in torch, one
+operation at a time, and every operation writes a new tile: a tile is 32,768 vocabulary
+columns by every labelled token, over 100 MB on a 135M model, and the backward fold makes
+about a dozen passes over it (a zero tile, an index tile, a target mask, ``1 - p``...). On
+two CPU cores the folds took about a fifth of a DPO step, more than the vocabulary
+projection itself (docs/training.md).
+
+:func:`in_place_folds` swaps both for versions that compute the same values in place:
+
+- forward: the target logit is read first, then ``exp(z - max)`` is taken in the tile's
+  own buffer (TRL reuses that buffer for the next tile anyway). ``is_top1``'s running
+  "largest logit before the target" becomes "the largest logit of the tiles whose first
+  maximum lies before the target": the flag it gives is the same (the target is the first
+  maximum of its row), from one ``max`` pass instead of an index tile, a masked copy and
+  a second ``amax``.
+- backward: ``p = exp(z - log Z)`` in place, times ``-g``, then ``g * (1 - p)`` written at
+  the target positions only, instead of building a one-hot tile.
+
+Each elementwise operation is the one TRL runs, on the same values, so log-probabilities,
+the loss and the gradient are bit-for-bit TRL's; ``tests/test_train_lm_head_fold.py`` checks
+that against TRL's own folds. Cases these versions do not cover (a soft-capped head,
+``log_sum_sq_probs``, an entropy gradient, tiles in another dtype than float32) go to TRL's
+folds unchanged. Like ``labelled_positions_only`` this patches private names of TRL: it
+checks they are there and otherwise leaves TRL as it is, with a warning in the log.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import torch
+
+log = logging.getLogger("failforge.train")
+
+
+def _scale_in_place(z: torch.Tensor, logit_scale: float, inv_t: float) -> None:
+    # TRL's ``_torch_transform`` without a soft cap: ``z * logit_scale * inv_t``; a factor of 1 changes nothing
+    if logit_scale != 1.0:
+        z.mul_(logit_scale)
+    if inv_t != 1.0:
+        z.mul_(inv_t)
+
+
+def _fold_forward(original):
+    def fold(tile, tile_stride, targets, running_max, sum_exp, x_sum_exp, sq_sum_exp, z_sum, max_before_target,
+             target_logit, vocab_start, n_cols, logit_scale, softcap, inv_t, HAS_SOFTCAP, HAS_ENTROPY,
+             HAS_LOG_SUM_SQ_PROBS, HAS_MEAN_LOGITS, HAS_IS_TOP1, BLOCK_SIZE):
+        if HAS_SOFTCAP or HAS_LOG_SUM_SQ_PROBS or tile.dtype != torch.float32:
+            return original(tile, tile_stride, targets, running_max, sum_exp, x_sum_exp, sq_sum_exp, z_sum,
+                            max_before_target, target_logit, vocab_start, n_cols, logit_scale, softcap, inv_t,
+                            HAS_SOFTCAP, HAS_ENTROPY, HAS_LOG_SUM_SQ_PROBS, HAS_MEAN_LOGITS, HAS_IS_TOP1, BLOCK_SIZE)
+        z = tile  # the projection buffer: TRL overwrites it with the next tile
+        _scale_in_place(z, logit_scale, inv_t)
+        local = targets - vocab_start
+        in_tile = (local >= 0) & (local < n_cols)
+        target_z = z.gather(-1, local.clamp(0, n_cols - 1).unsqueeze(-1)).squeeze(-1)
+        target_logit.copy_(torch.where(in_tile, target_z, target_logit))
+        if HAS_MEAN_LOGITS:
+            z_sum += z.sum(-1)
+        tile_max, first = z.max(-1)  # ``first``: the first column holding the maximum
+        if HAS_IS_TOP1:
+            before = first < local
+            max_before_target.copy_(torch.where(before, torch.maximum(max_before_target, tile_max), max_before_target))
+        new_m = torch.maximum(running_max, tile_max)
+        rescale = torch.exp(running_max - new_m)
+        if HAS_ENTROPY:
+            e = torch.sub(z, new_m.unsqueeze(-1)).exp_()
+            sum_exp.mul_(rescale).add_(e.sum(-1))
+            x_sum_exp.mul_(rescale).add_(e.mul_(z).sum(-1))
+        else:
+            e = z.sub_(new_m.unsqueeze(-1)).exp_()
+            sum_exp.mul_(rescale).add_(e.sum(-1))
+        running_max.copy_(new_m)
+
+    return fold
+
+
+def _fold_backward(original):
+    def fold(tile, tile_stride, targets, log_z, entropy, grad_logprobs, grad_entropy, vocab_start, n_cols,
+             logit_scale, softcap, inv_t, HAS_SOFTCAP, HAS_LOGPROB_GRAD, HAS_ENTROPY_GRAD, BLOCK_SIZE):
+        if HAS_SOFTCAP or HAS_ENTROPY_GRAD or tile.dtype != torch.float32:
+            return original(tile, tile_stride, targets, log_z, entropy, grad_logprobs, grad_entropy, vocab_start,
+                            n_cols, logit_scale, softcap, inv_t, HAS_SOFTCAP, HAS_LOGPROB_GRAD, HAS_ENTROPY_GRAD,
+                            BLOCK_SIZE)
+        if not HAS_LOGPROB_GRAD:
+            tile.zero_()
+            return
+        _scale_in_place(tile, logit_scale, inv_t)
+        local = targets - vocab_start
+        rows = ((local >= 0) & (local < n_cols)).nonzero().squeeze(-1)
+        cols = local[rows]
+        g = grad_logprobs
+        p = tile.sub_(log_z.unsqueeze(-1)).exp_()  # TRL: log_p = z - log_z; p = exp(log_p)
+        p_target = p[rows, cols]
+        # TRL: g * (1[j = target] - p_j), then * inv_t * logit_scale
+        p.mul_(g.neg().unsqueeze(-1))
+        p[rows, cols] = g[rows] * (1.0 - p_target)
+        _scale_in_place(p, inv_t, logit_scale)
+
+    return fold
+
+
+@contextmanager
+def in_place_folds() -> Iterator[bool]:
+    """Within the block, TRL's torch folds of the LM head's tiles run in place (module docstring); yields whether they could."""
+    try:
+        import trl.kernels.chunked_logprob as kernels
+    except ImportError:
+        kernels = None
+    forward = getattr(kernels, "_forward_tile", None)
+    backward = getattr(kernels, "_backward_tile", None)
+    if not (callable(forward) and callable(backward)):
+        log.warning("this TRL has no torch folds for its fused LM head; they run as TRL has them")
+        yield False
+        return
+    kernels._forward_tile, kernels._backward_tile = _fold_forward(forward), _fold_backward(backward)
+    try:
+        yield True
+    finally:
+        kernels._forward_tile, kernels._backward_tile = forward, backward

@@ -1,0 +1,69 @@
+"""In-place folds of TRL's fused LM head: the same numbers as TRL's own torch folds, bit for bit."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from failforge.train.lm_head_fold import in_place_folds
+
+chunked = pytest.importorskip("trl.kernels.chunked_logprob")
+
+OUTPUTS = ("log_probs", "entropy", "mean_logits", "is_top1")
+
+
+def head(n=40, h=16, vocab=200, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    hidden = torch.randn(n, h, generator=g)
+    weight = torch.randn(vocab, h, generator=g)
+    targets = torch.randint(0, vocab, (n,), generator=g)
+    # ties for is_top1: rows 0-3 score columns 5 and 130 (other tiles) and 6 and 7 (one tile) highest, equally
+    big = hidden[:4] * 50
+    weight[5] = weight[130] = big[0]
+    hidden[0] = hidden[1] = big[0] / 50
+    weight[6] = weight[7] = big[2]
+    hidden[2] = hidden[3] = big[2] / 50
+    targets[:4] = torch.tensor([5, 130, 6, 7])
+    return hidden, weight, targets
+
+
+def run(hidden, weight, targets, *, temperature=1.0, scale=1.0, softcap=None, chunk=64, entropy_grad=False):
+    hidden = hidden.clone().requires_grad_(True)
+    out = chunked.ChunkedLogProbFunction.apply(hidden, weight, None, targets, temperature, chunk, softcap, scale, OUTPUTS)
+    log_probs, entropy, _, mean_logits, is_top1 = out
+    loss = (log_probs * torch.linspace(-1, 2, len(log_probs))).sum()
+    if entropy_grad:
+        loss = loss + entropy.sum()
+    loss.backward()
+    return log_probs.detach(), entropy.detach(), mean_logits, is_top1, hidden.grad
+
+
+@pytest.mark.parametrize("temperature,scale", [(1.0, 1.0), (0.7, 1.0), (1.0, 0.5)])
+def test_the_same_numbers_as_trl(temperature, scale):
+    hidden, weight, targets = head()
+    want = run(hidden, weight, targets, temperature=temperature, scale=scale)
+    with in_place_folds() as swapped:
+        got = run(hidden, weight, targets, temperature=temperature, scale=scale)
+    assert swapped
+    for name, a, b in zip(("log_probs", "entropy", "mean_logits", "is_top1", "grad"), want, got, strict=True):
+        assert torch.equal(a, b), name
+    if temperature == scale == 1.0:
+        # the ties: 130 and 7 come after an equal logit, so they are not the first maximum
+        assert want[3][:4].tolist() == [True, False, True, False]
+
+
+def test_uncovered_cases_run_trl_folds():
+    hidden, weight, targets = head(seed=1)
+    for kwargs in ({"softcap": 30.0}, {"entropy_grad": True}):
+        want = run(hidden, weight, targets, **kwargs)
+        with in_place_folds():
+            got = run(hidden, weight, targets, **kwargs)
+        for a, b in zip(want, got, strict=True):
+            assert torch.equal(a, b), kwargs
+
+
+def test_trl_is_restored():
+    before = chunked._forward_tile, chunked._backward_tile
+    with in_place_folds():
+        assert chunked._forward_tile is not before[0]
+    assert (chunked._forward_tile, chunked._backward_tile) == before
