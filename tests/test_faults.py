@@ -192,11 +192,13 @@ def test_killed_run_resumes_without_asking_twice(fault_proxy, tmp_path):
     assert whole.wait(300) == 0, whole.stdout.read().decode()
     assert len(fault_proxy.forwarded_bodies) == n
 
-    # Every completion now waits 0.4 s at the proxy before it is forwarded. The client
+    # Every completion now waits 1.5 s at the proxy before it is forwarded. The client
     # commits each answer before it sends the next request, so a kill while the proxy
-    # holds request 3 leaves answers 1-2 stored and request 3 never forwarded.
+    # holds request 3 leaves answers 1-2 stored and request 3 never forwarded. The hold
+    # is long enough for the kill to land inside it on a loaded machine (with 0.4 s a
+    # late kill once let request 3 through, and the resumed run rightly asked it again).
     fault_proxy.reset(["slow"] * 100)
-    fault_proxy.delay_s = 0.4
+    fault_proxy.delay_s = 1.5
     killed = _failforge("run", str(config), "--run-dir", str(tmp_path / "killed"), env=env)
     deadline = time.monotonic() + 120
     while fault_proxy.posts_received < 3 and time.monotonic() < deadline and killed.poll() is None:
@@ -204,6 +206,9 @@ def test_killed_run_resumes_without_asking_twice(fault_proxy, tmp_path):
     killed.send_signal(signal.SIGKILL)
     killed.wait(30)
     assert killed.returncode == -signal.SIGKILL
+    deadline = time.monotonic() + 10
+    while fault_proxy.in_flight and time.monotonic() < deadline:  # the held request 3: dropped, or forwarded
+        time.sleep(0.05)
     assert len(fault_proxy.forwarded_bodies) == 2
     assert len(_answers(tmp_path / "killed")) == 0  # records are written at the end, calls as they come
 
