@@ -26,8 +26,9 @@ Only a writer migrates. ``RunStore(path, readonly=True)`` (what ``report``, ``ru
 and ``export`` use) opens the file with SQLite's ``mode=ro``, never migrates, reads
 every schema from ``READABLE_FROM`` on as it is (call keys as hex text before version
 2, as 32 bytes since; an index on them before version 3, ``call_keys`` since), and
-refuses an older one with one line: resuming the run with this version upgrades it. A writer refuses a store written by a newer failforge rather
-than write rows that version does not expect.
+refuses an older one with one line: resuming the run with this version upgrades it. A
+writer refuses a store written by a newer failforge rather than write rows that
+version does not expect.
 """
 
 from __future__ import annotations

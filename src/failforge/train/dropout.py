@@ -33,7 +33,7 @@ from torch import nn
 GAP_MAX_P = 0.25
 
 
-def dropped_positions(n: int, p: float, generator: torch.Generator | None = None) -> torch.Tensor:
+def dropped_positions(n: int, p: float) -> torch.Tensor:
     """Sorted positions in ``range(n)`` that independent Bernoulli(p) trials drop (int64)."""
     if n <= 0 or p <= 0.0:
         return torch.empty(0, dtype=torch.int64)
@@ -45,7 +45,7 @@ def dropped_positions(n: int, p: float, generator: torch.Generator | None = None
         # enough gaps to pass n nearly always at the first draw (six standard deviations)
         want = int(mean + 6.0 * math.sqrt(mean) + 16)
         # 1 - U lies in (0, 1], so its log is finite; a gap of 0 (1 - U == 1) is raised to 1
-        u = 1.0 - torch.rand(want, dtype=torch.float64, generator=generator)
+        u = 1.0 - torch.rand(want, dtype=torch.float64)
         ends = u.log_().div_(log_keep).ceil_().clamp_(min=1.0).cumsum_(0).add_(last)
         inside = int(torch.searchsorted(ends, float(n), right=True))
         out.append(ends[:inside])
@@ -55,24 +55,26 @@ def dropped_positions(n: int, p: float, generator: torch.Generator | None = None
     return torch.cat(out).to(torch.int64).sub_(1)
 
 
+def _apply_mask(t: torch.Tensor, dropped: torch.Tensor, p: float) -> torch.Tensor:
+    """``t`` scaled by 1 / (1 - p), zero at the ``dropped`` positions of its contiguous layout."""
+    out = torch.empty(t.shape, dtype=t.dtype, device=t.device)  # contiguous, whatever t's strides
+    torch.mul(t, 1.0 / (1.0 - p), out=out)
+    out.view(-1).index_fill_(0, dropped, 0.0)
+    return out
+
+
 class _GapDropoutFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: torch.Tensor, p: float) -> torch.Tensor:
         dropped = dropped_positions(x.numel(), p)
-        out = torch.empty(x.shape, dtype=x.dtype, device=x.device)  # contiguous, whatever x's strides
-        torch.mul(x, 1.0 / (1.0 - p), out=out)
-        out.view(-1).index_fill_(0, dropped, 0.0)
         ctx.save_for_backward(dropped)
         ctx.p = p
-        return out
+        return _apply_mask(x, dropped, p)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
         (dropped,) = ctx.saved_tensors
-        out = torch.empty(grad.shape, dtype=grad.dtype, device=grad.device)
-        torch.mul(grad, 1.0 / (1.0 - ctx.p), out=out)
-        out.view(-1).index_fill_(0, dropped, 0.0)
-        return out, None
+        return _apply_mask(grad, dropped, ctx.p), None  # the same mask and scale: the mask is linear
 
 
 class GapDropout(nn.Dropout):

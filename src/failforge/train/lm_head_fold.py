@@ -39,12 +39,12 @@ import torch
 log = logging.getLogger("failforge.train")
 
 
-def _scale_in_place(z: torch.Tensor, logit_scale: float, inv_t: float) -> None:
-    # TRL's ``_torch_transform`` without a soft cap: ``z * logit_scale * inv_t``; a factor of 1 changes nothing
-    if logit_scale != 1.0:
-        z.mul_(logit_scale)
-    if inv_t != 1.0:
-        z.mul_(inv_t)
+def _scale_in_place(z: torch.Tensor, *factors: float) -> None:
+    """``z`` times each factor in turn, as TRL multiplies them (forward: logit scale, then 1 / temperature;
+    backward: the other way round); a factor of 1 changes nothing, so it is skipped."""
+    for factor in factors:
+        if factor != 1.0:
+            z.mul_(factor)
 
 
 def _fold_forward(original):
@@ -69,13 +69,11 @@ def _fold_forward(original):
             max_before_target.copy_(torch.where(before, torch.maximum(max_before_target, tile_max), max_before_target))
         new_m = torch.maximum(running_max, tile_max)
         rescale = torch.exp(running_max - new_m)
+        # exp(z - max): in the tile's buffer, unless the entropy still needs z
+        e = (torch.sub(z, new_m.unsqueeze(-1)) if HAS_ENTROPY else z.sub_(new_m.unsqueeze(-1))).exp_()
+        sum_exp.mul_(rescale).add_(e.sum(-1))
         if HAS_ENTROPY:
-            e = torch.sub(z, new_m.unsqueeze(-1)).exp_()
-            sum_exp.mul_(rescale).add_(e.sum(-1))
             x_sum_exp.mul_(rescale).add_(e.mul_(z).sum(-1))
-        else:
-            e = z.sub_(new_m.unsqueeze(-1)).exp_()
-            sum_exp.mul_(rescale).add_(e.sum(-1))
         running_max.copy_(new_m)
 
     return fold
