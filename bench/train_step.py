@@ -13,7 +13,9 @@ configurations alternate round by round, so a busy machine slows them alike:
     SDPA's block mask over a padding-free SFT batch / padded DPO batches instead of
     ``failforge.train.packing`` (rows attended one by one, DPO pairs packed), TRL's own
     torch folds of the LM head's tiles instead of ``failforge.train.lm_head_fold`` (in
-    place), and for SFT PEFT's ``nn.Dropout`` instead of ``failforge.train.dropout``
+    place), PEFT's LoRA forward instead of ``failforge.train.lora_forward`` (the adapter
+    added into the base output in one pass), and for SFT PEFT's ``nn.Dropout`` instead of
+    ``failforge.train.dropout``
 
 For each configuration it prints the median seconds per step (the first step of
 each run is left out: it pays one-off costs), tokens per second, the share of real
@@ -46,7 +48,7 @@ from pathlib import Path
 from failforge.models.registry import resolve_weights
 from failforge.run.store import RunStore
 from failforge.train import TrainSettings, train_dpo, train_sft, version_from_gguf
-from failforge.train import batching, device, dropout, lm_head, lm_head_fold, packing
+from failforge.train import batching, device, dropout, lm_head, lm_head_fold, lora_forward, packing
 from failforge.train.callbacks import StepRecorder  # noqa: F401  (imports transformers before timing)
 
 SEQ = 256
@@ -93,6 +95,7 @@ class Config:
     plain_attention: bool = False  # SDPA with its mask, DPO padded (failforge.train.packing off)
     trl_folds: bool = False  # TRL's own torch folds of the LM head's tiles (failforge.train.lm_head_fold off)
     torch_dropout: bool = False  # PEFT's nn.Dropout on LoRA inputs (failforge.train.dropout off)
+    peft_forward: bool = False  # PEFT's LoRA forward (failforge.train.lora_forward off)
     seconds: list[float] = field(default_factory=list)  # per-step seconds, all rounds
     tokens: int = 0
     real: int = 0
@@ -146,7 +149,7 @@ def run(cfg: Config, base, rows, work: Path, steps: int, params: float) -> None:
     )
     fn = train_sft if cfg.kind == "sft" else train_dpo
     keep = (batching.make_padding_free, lm_head.labelled_positions_only, packing.use_segment_attention,
-            lm_head_fold.in_place_folds, dropout.use_gap_dropout)
+            lm_head_fold.in_place_folds, dropout.use_gap_dropout, lora_forward.use_fused_lora)
     if cfg.padded:
         batching.make_padding_free = lambda trainer: False
     if cfg.all_positions:
@@ -157,12 +160,14 @@ def run(cfg: Config, base, rows, work: Path, steps: int, params: float) -> None:
         lm_head_fold.in_place_folds = lambda: contextlib.nullcontext(False)
     if cfg.torch_dropout:
         dropout.use_gap_dropout = lambda model: 0
+    if cfg.peft_forward:
+        lora_forward.use_fused_lora = lambda model: 0
     try:
         with RefTimer() as ref:
             fn(base, rows, settings, out, store=store, name=name, quiet=True)
     finally:
         (batching.make_padding_free, lm_head.labelled_positions_only, packing.use_segment_attention,
-         lm_head_fold.in_place_folds, dropout.use_gap_dropout) = keep
+         lm_head_fold.in_place_folds, dropout.use_gap_dropout, lora_forward.use_fused_lora) = keep
     steps_done = store.train_steps(name)
     store.close()
     timed = steps_done[1:] or steps_done  # the first step pays one-off costs
@@ -204,6 +209,7 @@ def configs(auto: dict[str, dict]) -> list[Config]:
         out.append(Config(kind, f"{label}, SDPA mask" + (", padded" if kind == "dpo" else ""), dict(plan),
                           plain_attention=True))
         out.append(Config(kind, f"{label}, TRL's folds", dict(plan), trl_folds=True))
+        out.append(Config(kind, f"{label}, PEFT's LoRA forward", dict(plan), peft_forward=True))
     out.append(Config("sft", f"{sft['precision']}, torch dropout", dict(sft), torch_dropout=True))
     for c in out:
         a = auto[c.kind]
@@ -216,6 +222,7 @@ def configs(auto: dict[str, dict]) -> list[Config]:
             and not c.plain_attention
             and not c.trl_folds
             and not c.torch_dropout
+            and not c.peft_forward
         )
     return out
 
@@ -267,7 +274,7 @@ def main() -> None:
         all_cfgs = [c for c in all_cfgs if args.match in f"{c.kind} {c.label}"]
     if args.plan_only:
         all_cfgs = [c for c in all_cfgs
-                    if c.is_auto or c.all_positions or c.plain_attention or c.trl_folds or c.torch_dropout]
+                    if c.is_auto or c.all_positions or c.plain_attention or c.trl_folds or c.torch_dropout or c.peft_forward]
     work = Path(tempfile.mkdtemp(prefix="failforge-bench-"))
     try:
         for r in range(args.rounds):

@@ -84,9 +84,11 @@ def train_classifier(
                 from peft import get_peft_model
 
                 from failforge.train.dropout import use_gap_dropout
+                from failforge.train.lora_forward import use_fused_lora
 
                 model = get_peft_model(model, peft)  # SEQ_CLS also trains the new head in full
                 use_gap_dropout(model)
+                use_fused_lora(model)
 
             pairs = "text_pair" in data[0]
 

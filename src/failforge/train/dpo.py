@@ -87,6 +87,7 @@ def train_dpo(
             from trl import DPOConfig, DPOTrainer
 
             from failforge.train.batching import TokenCount, group_dpo_by_length
+            from failforge.train.lora_forward import use_fused_lora
             from failforge.train.packing import pack_padded_batches, restore_attention, use_segment_attention
 
             plan = plan_device(
@@ -131,6 +132,7 @@ def train_dpo(
                     f"{name}: no training row fits in max_length={settings.max_length} tokens; raise the step's max_length"
                 )
             group_dpo_by_length(trainer, settings.seed)
+            use_fused_lora(trainer.model)
             TokenCount(packed=packed).install(trainer)
             step.train(trainer, name, store, quiet, callbacks)
             if not trainer.is_world_process_zero():

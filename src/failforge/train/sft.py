@@ -73,6 +73,7 @@ def train_sft(
 
             from failforge.train.batching import TokenCount, make_padding_free
             from failforge.train.dropout import use_gap_dropout
+            from failforge.train.lora_forward import use_fused_lora
             from failforge.train.packing import restore_attention, use_segment_attention
 
             plan = plan_device(settings, threads=threads or run_threads(store, log=log.info), checkpoint=checkpoint)
@@ -98,6 +99,7 @@ def train_sft(
                 )
             make_padding_free(trainer)
             use_gap_dropout(trainer.model)
+            use_fused_lora(trainer.model)
             TokenCount().install(trainer)
             step.train(trainer, name, store, quiet, callbacks)
             if not trainer.is_world_process_zero():
