@@ -13,7 +13,8 @@ configurations alternate round by round, so a busy machine slows them alike:
     SDPA's block mask over a padding-free SFT batch / padded DPO batches instead of
     ``failforge.train.packing`` (rows attended one by one, DPO pairs packed), TRL's own
     torch folds of the LM head's tiles instead of ``failforge.train.lm_head_fold`` (in
-    place), PEFT's LoRA forward instead of ``failforge.train.lora_forward`` (the adapter
+    place), TRL's 32,768-column vocabulary tiles instead of ``narrow_cpu_tiles``'s 4,096,
+    PEFT's LoRA forward instead of ``failforge.train.lora_forward`` (the adapter
     added into the base output in one pass), and for SFT PEFT's ``nn.Dropout`` instead of
     ``failforge.train.dropout``
 
@@ -26,7 +27,10 @@ tokens among the token slots computed, and the fraction of the FLOP bound:
                  + 2 x params x the tokens of the reference forward (at every step: the same batch;
                    precomputed: every row once, before training, timed and added to the step times)
     bound:  the matmul rate at the configuration's precision: measured at the start and again
-            before every run, the best of all those measurements
+            before and after every run, the best of all those measurements ("FLOP bound": the
+            lowest fraction), and beside it the fraction at each run's own rate (the mean of the
+            measurements just before and after it, weighted by the run's seconds: "at its rate"),
+            since other work on a shared machine moves the rate by up to 2x within minutes
 
 ``auto`` marks the configuration failforge picks by itself on this machine.
 
@@ -96,11 +100,13 @@ class Config:
     trl_folds: bool = False  # TRL's own torch folds of the LM head's tiles (failforge.train.lm_head_fold off)
     torch_dropout: bool = False  # PEFT's nn.Dropout on LoRA inputs (failforge.train.dropout off)
     peft_forward: bool = False  # PEFT's LoRA forward (failforge.train.lora_forward off)
+    wide_tiles: bool = False  # TRL's 32,768-column LM-head tiles (failforge.train.lm_head_fold.narrow_cpu_tiles off)
     seconds: list[float] = field(default_factory=list)  # per-step seconds, all rounds
     tokens: int = 0
     real: int = 0
     flops: float = 0.0
     total_s: float = 0.0
+    rate_s: float = 0.0  # seconds x the matmul rate around each run (GFLOP), for the bound at the run's own rate
     ref_s: list[float] = field(default_factory=list)
 
     @property
@@ -149,7 +155,8 @@ def run(cfg: Config, base, rows, work: Path, steps: int, params: float) -> None:
     )
     fn = train_sft if cfg.kind == "sft" else train_dpo
     keep = (batching.make_padding_free, lm_head.labelled_positions_only, packing.use_segment_attention,
-            lm_head_fold.in_place_folds, dropout.use_gap_dropout, lora_forward.use_fused_lora)
+            lm_head_fold.in_place_folds, dropout.use_gap_dropout, lora_forward.use_fused_lora,
+            lm_head_fold.narrow_cpu_tiles)
     if cfg.padded:
         batching.make_padding_free = lambda trainer: False
     if cfg.all_positions:
@@ -162,12 +169,15 @@ def run(cfg: Config, base, rows, work: Path, steps: int, params: float) -> None:
         dropout.use_gap_dropout = lambda model: 0
     if cfg.peft_forward:
         lora_forward.use_fused_lora = lambda model: 0
+    if cfg.wide_tiles:
+        lm_head_fold.narrow_cpu_tiles = lambda: contextlib.nullcontext(False)
     try:
         with RefTimer() as ref:
             fn(base, rows, settings, out, store=store, name=name, quiet=True)
     finally:
         (batching.make_padding_free, lm_head.labelled_positions_only, packing.use_segment_attention,
-         lm_head_fold.in_place_folds, dropout.use_gap_dropout, lora_forward.use_fused_lora) = keep
+         lm_head_fold.in_place_folds, dropout.use_gap_dropout, lora_forward.use_fused_lora,
+         lm_head_fold.narrow_cpu_tiles) = keep
     steps_done = store.train_steps(name)
     store.close()
     timed = steps_done[1:] or steps_done  # the first step pays one-off costs
@@ -210,6 +220,7 @@ def configs(auto: dict[str, dict]) -> list[Config]:
                           plain_attention=True))
         out.append(Config(kind, f"{label}, TRL's folds", dict(plan), trl_folds=True))
         out.append(Config(kind, f"{label}, PEFT's LoRA forward", dict(plan), peft_forward=True))
+        out.append(Config(kind, f"{label}, 32,768-column tiles", dict(plan), wide_tiles=True))
     out.append(Config("sft", f"{sft['precision']}, torch dropout", dict(sft), torch_dropout=True))
     for c in out:
         a = auto[c.kind]
@@ -223,6 +234,7 @@ def configs(auto: dict[str, dict]) -> list[Config]:
             and not c.trl_folds
             and not c.torch_dropout
             and not c.peft_forward
+            and not c.wide_tiles
         )
     return out
 
@@ -274,34 +286,37 @@ def main() -> None:
         all_cfgs = [c for c in all_cfgs if args.match in f"{c.kind} {c.label}"]
     if args.plan_only:
         all_cfgs = [c for c in all_cfgs
-                    if c.is_auto or c.all_positions or c.plain_attention or c.trl_folds or c.torch_dropout or c.peft_forward]
+                    if c.is_auto or c.all_positions or c.plain_attention or c.trl_folds or c.torch_dropout or c.peft_forward or c.wide_tiles]
     work = Path(tempfile.mkdtemp(prefix="failforge-bench-"))
     try:
         for r in range(args.rounds):
             order = all_cfgs if r % 2 == 0 else all_cfgs[::-1]  # alternate the order too
             for cfg in order:
-                seen[cfg.precision].append(
-                    device.measure_matmul(threads, n=1024, rounds=3, seconds=0.1, precisions=(cfg.precision,))[cfg.precision]
-                )
-                t0 = time.perf_counter()
+                before = device.measure_matmul(threads, n=1024, rounds=3, seconds=0.1, precisions=(cfg.precision,))
+                t0, s0 = time.perf_counter(), cfg.total_s
                 run(cfg, base, sft_data if cfg.kind == "sft" else dpo_data, work, args.steps, params)
+                after = device.measure_matmul(threads, n=1024, rounds=3, seconds=0.1, precisions=(cfg.precision,))
+                seen[cfg.precision] += [before[cfg.precision], after[cfg.precision]]
+                cfg.rate_s += (cfg.total_s - s0) * (before[cfg.precision] + after[cfg.precision]) / 2
                 print(f"  round {r + 1}  {cfg.kind.upper():4} {cfg.label:36} steps {', '.join(f'{s:.2f}' for s in cfg.seconds[-(args.steps - 1) or -1:])} s"
                       f"  (wall {time.perf_counter() - t0:.0f} s, load {os.getloadavg()[0]:.1f})", flush=True)
         print()
         for k, v in seen.items():
             if len(v) > 1:
                 print(f"matmul {k} over the bench ({len(v)} measurements): best {max(v):.0f}, median "
-                      f"{statistics.median(v):.0f}, lowest {min(v):.0f} GFLOP/s; the bound below uses the best")
+                      f"{statistics.median(v):.0f}, lowest {min(v):.0f} GFLOP/s; 'FLOP bound' below uses the best, "
+                      f"'at its rate' the mean of the measurements just before and after each run")
         bound_rate = {k: max(v) for k, v in seen.items()}
-        print(f"| step | configuration | s/step | tokens/s | real tokens | FLOP bound | |")
-        print(f"|---|---|---|---|---|---|---|")
+        print("| step | configuration | s/step | tokens/s | real tokens | FLOP bound | at its rate | |")
+        print("|---|---|---|---|---|---|---|---|")
         for cfg in all_cfgs:
             med = statistics.median(cfg.seconds)
             tps = cfg.real / cfg.total_s
             bound = cfg.flops / cfg.total_s / 1e9 / bound_rate[cfg.precision]
             ref = f" (reference pass {statistics.median(cfg.ref_s):.1f} s, spread over the steps)" if cfg.ref_s else ""
+            local = cfg.flops / 1e9 / cfg.rate_s
             print(f"| {cfg.kind.upper()} | {cfg.label} | {med:.2f} | {tps:.0f} | {cfg.real / cfg.tokens:.0%} | "
-                  f"{bound:.2f} | {'auto' if cfg.is_auto else ''}{ref} |")
+                  f"{bound:.2f} | {local:.2f} | {'auto' if cfg.is_auto else ''}{ref} |")
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

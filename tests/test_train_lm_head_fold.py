@@ -5,9 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from failforge.train.lm_head_fold import in_place_folds
+from failforge.train.lm_head_fold import in_place_folds, narrow_cpu_tiles
 
 chunked = pytest.importorskip("trl.kernels.chunked_logprob")
+trl_utils = pytest.importorskip("trl.trainer.utils")
 
 OUTPUTS = ("log_probs", "entropy", "mean_logits", "is_top1")
 
@@ -67,3 +68,32 @@ def test_trl_is_restored():
     with in_place_folds():
         assert chunked._forward_tile is not before[0]
     assert (chunked._forward_tile, chunked._backward_tile) == before
+
+
+def test_narrow_cpu_tiles_caps_the_width_trl_passes_and_keeps_the_numbers(monkeypatch):
+    hidden, weight, targets = head(seed=2)
+    widths = []
+    inner = chunked.ChunkedLogProbFunction.forward
+
+    def spy(ctx, hidden, weight, bias, targets, temperature, chunk_size, *rest):
+        widths.append(chunk_size)
+        return inner(ctx, hidden, weight, bias, targets, temperature, chunk_size, *rest)
+
+    monkeypatch.setattr(chunked.ChunkedLogProbFunction, "forward", staticmethod(spy))
+
+    def through_trl(chunk):  # the name TRL's fused LM head calls, with TRL's wide tiles
+        h = hidden.clone().requires_grad_(True)
+        out = trl_utils._ChunkedLogProbFunction.apply(h, weight, None, targets, 1.0, chunk, None, 1.0, OUTPUTS)
+        (out[0] * torch.linspace(-1, 2, len(out[0]))).sum().backward()
+        return out[0].detach(), out[1].detach(), out[3], h.grad
+
+    before = trl_utils._ChunkedLogProbFunction
+    want = through_trl(128)  # 2 tiles of the 200-column vocabulary
+    with in_place_folds(), narrow_cpu_tiles(columns=48) as narrowed:
+        got = through_trl(128)  # 5 tiles
+        assert through_trl(32)[0].shape == want[0].shape
+    assert narrowed and widths == [128, 48, 32]  # capped, never widened
+    assert trl_utils._ChunkedLogProbFunction is before
+    for name, a, b in zip(("log_probs", "entropy", "mean_logits", "grad"), want, got, strict=True):
+        assert torch.allclose(a, b, atol=1e-5, rtol=1e-5), name
+    assert not torch.equal(want[3], got[3])  # more tiles: another rounding, so the tiles really changed

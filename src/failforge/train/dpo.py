@@ -80,9 +80,9 @@ def train_dpo(
 
     if not weights_saved(step, settings):
         from failforge.train.lm_head import labelled_positions_only
-        from failforge.train.lm_head_fold import in_place_folds
+        from failforge.train.lm_head_fold import in_place_folds, narrow_cpu_tiles
 
-        with quiet_progress(quiet), labelled_positions_only(), in_place_folds():  # the reference pass runs in DPOTrainer()
+        with quiet_progress(quiet), labelled_positions_only(), in_place_folds(), narrow_cpu_tiles():  # the reference pass runs in DPOTrainer()
             from datasets import Dataset
             from trl import DPOConfig, DPOTrainer
 

@@ -26,6 +26,17 @@ that against TRL's own folds. Cases these versions do not cover (a soft-capped h
 ``log_sum_sq_probs``, an entropy gradient, tiles in another dtype than float32) go to TRL's
 folds unchanged. Like ``labelled_positions_only`` this patches private names of TRL: it
 checks they are there and otherwise leaves TRL as it is, with a warning in the log.
+
+:func:`narrow_cpu_tiles` makes the tiles :data:`CPU_TILE_COLUMNS` vocabulary columns wide
+on CPUs instead of TRL's 32,768. A 32,768-column tile of a few hundred tokens is far larger
+than a CPU's last-level cache, so the projection writes it to memory and each fold pass
+reads it back from there; a 4,096-column tile of 632 tokens (10 MB) stays in a 32 MB L3.
+Measured on the 2-core EPYC (forward and backward of TRL's ``ChunkedLogProbFunction`` with
+the in-place folds, 49,152 x 576 head): 632 tokens 1.36 s at 32,768 columns, 1.06 s at
+4,096; 2,000 tokens 3.6 s and 3.0-3.1 s; 150 tokens 0.29 s and 0.27 s. The tile width is
+the fold's own parameter (TRL passes it to the function), so the statistics are the same
+online log-sum-exp over more tiles: values agree with the wide tiles to float rounding
+(tested). GPUs keep TRL's width.
 """
 
 from __future__ import annotations
@@ -37,6 +48,9 @@ from contextlib import contextmanager
 import torch
 
 log = logging.getLogger("failforge.train")
+
+#: vocabulary columns of a projection tile on CPUs (TRL's default, 32,768, is tuned for GPUs)
+CPU_TILE_COLUMNS = 4096
 
 
 def _scale_in_place(z: torch.Tensor, *factors: float) -> None:
@@ -122,3 +136,32 @@ def in_place_folds() -> Iterator[bool]:
         yield True
     finally:
         kernels._forward_tile, kernels._backward_tile = forward, backward
+
+
+@contextmanager
+def narrow_cpu_tiles(columns: int = CPU_TILE_COLUMNS) -> Iterator[bool]:
+    """Within the block, TRL's fused LM head projects CPU tensors in tiles of ``columns`` vocabulary columns
+    (module docstring); yields whether it could."""
+    import trl.trainer.utils as trl_utils
+
+    function = getattr(trl_utils, "_ChunkedLogProbFunction", None)
+    if not callable(getattr(function, "apply", None)):
+        log.warning("this TRL has no chunked log-prob function; its LM head keeps its own tile width")
+        yield False
+        return
+
+    class Narrow:
+        """TRL's function, its tile width capped for CPU tensors (TRL's arguments: hidden, weight, bias,
+        targets, temperature, chunk_size, ...)."""
+
+        @staticmethod
+        def apply(hidden, weight, bias, targets, temperature, chunk_size, *rest):
+            if hidden.device.type == "cpu":
+                chunk_size = min(chunk_size, columns)
+            return function.apply(hidden, weight, bias, targets, temperature, chunk_size, *rest)
+
+    trl_utils._ChunkedLogProbFunction = Narrow
+    try:
+        yield True
+    finally:
+        trl_utils._ChunkedLogProbFunction = function
