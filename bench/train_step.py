@@ -110,6 +110,12 @@ class Config:
     ref_s: list[float] = field(default_factory=list)
 
     @property
+    def plan_choice_off(self) -> bool:
+        """One of the plan's layout and memory-pass choices is switched off."""
+        return (self.all_positions or self.plain_attention or self.trl_folds or self.torch_dropout
+                or self.peft_forward or self.wide_tiles)
+
+    @property
     def precision(self) -> str:
         return self.settings.get("precision", "fp32")
 
@@ -229,12 +235,7 @@ def configs(auto: dict[str, dict]) -> list[Config]:
             and c.settings["gradient_checkpointing"] == a["gradient_checkpointing"]
             and c.settings.get("precompute_ref") == a.get("precompute_ref")
             and not c.padded
-            and not c.all_positions
-            and not c.plain_attention
-            and not c.trl_folds
-            and not c.torch_dropout
-            and not c.peft_forward
-            and not c.wide_tiles
+            and not c.plan_choice_off
         )
     return out
 
@@ -286,7 +287,7 @@ def main() -> None:
         all_cfgs = [c for c in all_cfgs if args.match in f"{c.kind} {c.label}"]
     if args.plan_only:
         all_cfgs = [c for c in all_cfgs
-                    if c.is_auto or c.all_positions or c.plain_attention or c.trl_folds or c.torch_dropout or c.peft_forward or c.wide_tiles]
+                    if c.is_auto or c.plan_choice_off]
     work = Path(tempfile.mkdtemp(prefix="failforge-bench-"))
     try:
         for r in range(args.rounds):

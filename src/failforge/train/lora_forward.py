@@ -18,8 +18,8 @@ It is a subclass of PEFT's ``lora.Linear`` swapped in by class, so saving, mergi
 ``disable_adapter`` are PEFT's own. Whatever is not the plain case (adapters off or
 merged, several active adapters, DoRA and other variants, mixed-adapter batches, extra
 arguments, a base layer that is not a plain ``nn.Linear``, an adapter dtype other than the
-base output's outside autocast) runs
-PEFT's forward unchanged. PEFT has no fused path for this, hence this module.
+base output's outside autocast) runs PEFT's forward unchanged. PEFT has no fused path for
+this, hence this module.
 """
 
 from __future__ import annotations
