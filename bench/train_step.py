@@ -14,6 +14,8 @@ configurations alternate round by round, so a busy machine slows them alike:
     ``failforge.train.packing`` (rows attended one by one, DPO pairs packed), TRL's own
     torch folds of the LM head's tiles instead of ``failforge.train.lm_head_fold`` (in
     place), TRL's 32,768-column vocabulary tiles instead of ``narrow_cpu_tiles``'s 4,096,
+    the tiles projected again in the backward pass (TRL's way) instead of kept
+    (``failforge.train.lm_head_kept``),
     PEFT's LoRA forward instead of ``failforge.train.lora_forward`` (the adapter
     added into the base output in one pass), and for SFT PEFT's ``nn.Dropout`` instead of
     ``failforge.train.dropout``
@@ -35,6 +37,9 @@ tokens among the token slots computed, and the fraction of the FLOP bound:
 ``auto`` marks the configuration failforge picks by itself on this machine.
 
     .venv/bin/python bench/train_step.py [--steps 3] [--rounds 2] [--only sft|dpo] [--match TEXT] [--plan-only]
+
+    e.g. the plan beside its tiles projected twice, four rounds:
+    .venv/bin/python bench/train_step.py --steps 4 --rounds 4 --plan-only --match "projected twice"
 """
 
 from __future__ import annotations
@@ -52,7 +57,7 @@ from pathlib import Path
 from failforge.models.registry import resolve_weights
 from failforge.run.store import RunStore
 from failforge.train import TrainSettings, train_dpo, train_sft, version_from_gguf
-from failforge.train import batching, device, dropout, lm_head, lm_head_fold, lora_forward, packing
+from failforge.train import batching, device, dropout, lm_head, lm_head_fold, lm_head_kept, lora_forward, packing
 from failforge.train.callbacks import StepRecorder  # noqa: F401  (imports transformers before timing)
 
 SEQ = 256
@@ -101,6 +106,7 @@ class Config:
     torch_dropout: bool = False  # PEFT's nn.Dropout on LoRA inputs (failforge.train.dropout off)
     peft_forward: bool = False  # PEFT's LoRA forward (failforge.train.lora_forward off)
     wide_tiles: bool = False  # TRL's 32,768-column LM-head tiles (failforge.train.lm_head_fold.narrow_cpu_tiles off)
+    recomputed_tiles: bool = False  # the LM-head tiles projected again in the backward pass (lm_head_kept off)
     seconds: list[float] = field(default_factory=list)  # per-step seconds, all rounds
     tokens: int = 0
     real: int = 0
@@ -113,7 +119,7 @@ class Config:
     def plan_choice_off(self) -> bool:
         """One of the plan's layout and memory-pass choices is switched off."""
         return (self.all_positions or self.plain_attention or self.trl_folds or self.torch_dropout
-                or self.peft_forward or self.wide_tiles)
+                or self.peft_forward or self.wide_tiles or self.recomputed_tiles)
 
     @property
     def precision(self) -> str:
@@ -162,7 +168,7 @@ def run(cfg: Config, base, rows, work: Path, steps: int, params: float) -> None:
     fn = train_sft if cfg.kind == "sft" else train_dpo
     keep = (batching.make_padding_free, lm_head.labelled_positions_only, packing.use_segment_attention,
             lm_head_fold.in_place_folds, dropout.use_gap_dropout, lora_forward.use_fused_lora,
-            lm_head_fold.narrow_cpu_tiles)
+            lm_head_fold.narrow_cpu_tiles, lm_head_kept.kept_cpu_tiles)
     if cfg.padded:
         batching.make_padding_free = lambda trainer: False
     if cfg.all_positions:
@@ -177,13 +183,15 @@ def run(cfg: Config, base, rows, work: Path, steps: int, params: float) -> None:
         lora_forward.use_fused_lora = lambda model: 0
     if cfg.wide_tiles:
         lm_head_fold.narrow_cpu_tiles = lambda: contextlib.nullcontext(False)
+    if cfg.recomputed_tiles:
+        lm_head_kept.kept_cpu_tiles = lambda: contextlib.nullcontext(False)
     try:
         with RefTimer() as ref:
             fn(base, rows, settings, out, store=store, name=name, quiet=True)
     finally:
         (batching.make_padding_free, lm_head.labelled_positions_only, packing.use_segment_attention,
          lm_head_fold.in_place_folds, dropout.use_gap_dropout, lora_forward.use_fused_lora,
-         lm_head_fold.narrow_cpu_tiles) = keep
+         lm_head_fold.narrow_cpu_tiles, lm_head_kept.kept_cpu_tiles) = keep
     steps_done = store.train_steps(name)
     store.close()
     timed = steps_done[1:] or steps_done  # the first step pays one-off costs
@@ -227,6 +235,7 @@ def configs(auto: dict[str, dict]) -> list[Config]:
         out.append(Config(kind, f"{label}, TRL's folds", dict(plan), trl_folds=True))
         out.append(Config(kind, f"{label}, PEFT's LoRA forward", dict(plan), peft_forward=True))
         out.append(Config(kind, f"{label}, 32,768-column tiles", dict(plan), wide_tiles=True))
+        out.append(Config(kind, f"{label}, tiles projected twice", dict(plan), recomputed_tiles=True))
     out.append(Config("sft", f"{sft['precision']}, torch dropout", dict(sft), torch_dropout=True))
     for c in out:
         a = auto[c.kind]
@@ -245,7 +254,8 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=3, help="optimizer steps per run (the first is warm-up)")
     ap.add_argument("--rounds", type=int, default=2, help="rounds; every configuration runs once per round")
     ap.add_argument("--only", choices=["sft", "dpo"], help="one kind of step only")
-    ap.add_argument("--match", help="only the configurations whose 'kind label' contains this text")
+    ap.add_argument("--match", help="only the configurations whose 'kind label' contains this text "
+                                    "(with --plan-only: the plan, and the variants that contain it)")
     ap.add_argument("--plan-only", action="store_true",
                     help="only failforge's own plan and its variants with a layout choice off")
     args = ap.parse_args()
@@ -283,11 +293,13 @@ def main() -> None:
     })
     if args.only:
         all_cfgs = [c for c in all_cfgs if c.kind == args.only]
-    if args.match:
-        all_cfgs = [c for c in all_cfgs if args.match in f"{c.kind} {c.label}"]
-    if args.plan_only:
-        all_cfgs = [c for c in all_cfgs
-                    if c.is_auto or c.plan_choice_off]
+    def matches(c: Config) -> bool:
+        return not args.match or args.match in f"{c.kind} {c.label}"
+
+    if args.plan_only:  # the plan always, beside the variants that match
+        all_cfgs = [c for c in all_cfgs if c.is_auto or (c.plan_choice_off and matches(c))]
+    else:
+        all_cfgs = [c for c in all_cfgs if matches(c)]
     work = Path(tempfile.mkdtemp(prefix="failforge-bench-"))
     try:
         for r in range(args.rounds):

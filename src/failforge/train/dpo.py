@@ -81,8 +81,10 @@ def train_dpo(
     if not weights_saved(step, settings):
         from failforge.train.lm_head import labelled_positions_only
         from failforge.train.lm_head_fold import in_place_folds, narrow_cpu_tiles
+        from failforge.train.lm_head_kept import kept_cpu_tiles
 
-        with quiet_progress(quiet), labelled_positions_only(), in_place_folds(), narrow_cpu_tiles():  # the reference pass runs in DPOTrainer()
+        # the reference pass runs in DPOTrainer(), so inside these contexts too
+        with quiet_progress(quiet), labelled_positions_only(), in_place_folds(), kept_cpu_tiles(), narrow_cpu_tiles():
             from datasets import Dataset
             from trl import DPOConfig, DPOTrainer
 

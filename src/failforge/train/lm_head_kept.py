@@ -1,0 +1,221 @@
+"""TRL's fused LM head keeps its CPU tiles for the backward pass instead of projecting them again.
+
+TRL's ``ChunkedLogProbFunction`` never holds the ``[tokens, vocabulary]`` logits: the forward
+pass projects the hidden states tile by tile and folds each tile into log-softmax
+statistics, and the backward pass projects every tile a second time to turn it into the
+gradient. On a GPU that saves memory where memory is scarce. On a CPU the second
+projection is the costliest part of the head: the head is SmolLM2-135M's largest matrix
+(49,152 x 576), so a labelled token costs 2 x 28 M FLOPs a projection, and the head runs
+three of them (forward, the backward's projection, the backward's product to the hidden
+states), a tenth of a LoRA SFT step. A CPU host has the memory to keep the tiles instead:
+452 labelled tokens x 49,152 columns is 89 MB.
+
+:func:`kept_cpu_tiles` makes the function keep them on CPUs. The forward pass projects
+each tile, folds it as :mod:`failforge.train.lm_head_fold` does in place (the same
+online log-sum-exp), and writes ``exp(z - m)`` (``m`` the running maximum at that tile)
+into a buffer kept for the backward pass, with ``m``. The backward pass turns each kept
+tile into ``p = exp(z - log Z)`` and the gradient in one pass (``p`` times
+``-g · exp(m - log Z)``, plus ``g`` at the target), then takes the one product to the
+hidden states. It computes what TRL's function does, to float rounding (the kept
+``exp`` is taken against the tile's running maximum, not the final ``log Z``):
+``tests/test_train_lm_head_kept.py`` compares log-probabilities, entropy, metrics and
+gradients with TRL's.
+
+It covers float32 CPU tiles without bias, soft cap or ``log_sum_sq_probs`` (SmolLM2's
+and Llama's heads, the outputs SFT and DPO ask for), while autograd records the call,
+and at most :data:`KEEP_BYTES` of kept tiles; everything else (GPUs, bf16 autocast,
+the no-grad reference pass, a batch whose tiles would not fit) goes to TRL's function
+as it was, with :func:`~failforge.train.lm_head_fold.in_place_folds`. The tile width is
+the one TRL passes, so :func:`~failforge.train.lm_head_fold.narrow_cpu_tiles`, entered
+after this, narrows both paths' tiles. Like them it patches a private
+name of TRL, checks that it is there, and otherwise leaves TRL as it is, with a warning.
+No library keeps these tiles (TRL's function is built to recompute them; Liger's fused
+cross-entropy computes the gradient in the forward pass, which needs the loss's
+gradient up front and has no log-probability outputs), hence this module.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import torch
+
+log = logging.getLogger("failforge.train")
+
+#: at most this many bytes of kept tiles (tokens x vocabulary x 4); a larger batch projects twice as TRL does
+KEEP_BYTES = 1 << 30
+#: the optional outputs this function computes (TRL's ``OPTIONAL_OUTPUTS`` less ``log_sum_sq_probs``)
+COVERED_OUTPUTS = ("log_probs", "entropy", "mean_logits", "is_top1")
+
+
+class TileBuffer:
+    """One float32 buffer for the kept tiles, handed back by each backward pass to the next forward pass.
+
+    A fresh buffer of tens of MB is fresh pages: the first write to each page faults, and on the
+    2-core EPYC the faults made filling a 517 x 4,096 tile ten times slower (11 ms instead of 1 ms),
+    a third of what keeping the tiles saves. No allocator in reach keeps CPU memory for torch
+    (glibc returns blocks over 32 MB to the system at every free), hence this buffer.
+    """
+
+    def __init__(self) -> None:
+        self.free: torch.Tensor | None = None
+
+    def take(self, numel: int) -> torch.Tensor:
+        """A 1-D buffer of at least ``numel`` floats (the free one if large enough; else a new one, a quarter larger)."""
+        buffer, self.free = self.free, None
+        if buffer is None or buffer.numel() < numel:
+            buffer = torch.empty(max(numel, min(numel * 5 // 4, KEEP_BYTES // 4)), dtype=torch.float32)
+        return buffer
+
+    def give(self, buffer: torch.Tensor) -> None:
+        """Hand ``buffer`` back for the next forward pass (the larger one, when two are handed back)."""
+        if self.free is None or self.free.numel() < buffer.numel():
+            self.free = buffer
+
+
+class KeptTilesLogProb(torch.autograd.Function):
+    """TRL's ``ChunkedLogProbFunction`` for float32 CPU tensors, its tiles kept for the backward pass."""
+
+    @staticmethod
+    def forward(ctx, hidden, weight, targets, temperature, columns, logit_scale, outputs, buffers: TileBuffer):
+        ctx.set_materialize_grads(False)
+        n, vocab = hidden.shape[0], weight.shape[0]
+        inv_t = 1.0 / temperature
+        factor = logit_scale * inv_t
+        tiles = [(s, min(s + columns, vocab)) for s in range(0, vocab, columns)]
+        buffer = buffers.take((len(tiles) + 1) * n * columns)
+        kept = buffer[: len(tiles) * n * columns].view(len(tiles), n, columns)
+        scratch = buffer[len(tiles) * n * columns: (len(tiles) + 1) * n * columns].view(n, columns)
+        maxima = torch.empty((len(tiles), n), dtype=torch.float32)  # the running maximum each kept tile is taken against
+        running_max = torch.full((n,), float("-inf"))
+        sum_exp, x_sum_exp, z_sum = torch.zeros(n), torch.zeros(n), torch.zeros(n)
+        max_before_target, target_logit = torch.full((n,), float("-inf")), torch.zeros(n)
+        entropy_wanted, mean_wanted, top1_wanted = ("entropy" in outputs, "mean_logits" in outputs,
+                                                    "is_top1" in outputs)
+        for t, (start, end) in enumerate(tiles):
+            width = end - start
+            z = scratch[:, :width]
+            torch.mm(hidden, weight[start:end].t(), out=z)
+            if factor != 1.0:
+                z.mul_(factor)  # TRL: z * logit_scale * inv_t; one product of the two factors
+            local = targets - start
+            in_tile = (local >= 0) & (local < width)
+            target_z = z.gather(-1, local.clamp(0, width - 1).unsqueeze(-1)).squeeze(-1)
+            target_logit = torch.where(in_tile, target_z, target_logit)
+            if mean_wanted:
+                z_sum += z.sum(-1)
+            tile_max, first = z.max(-1)
+            if top1_wanted:  # as lm_head_fold: the largest logit of the tiles whose first maximum lies before the target
+                max_before_target = torch.where(first < local, torch.maximum(max_before_target, tile_max),
+                                                max_before_target)
+            new_m = torch.maximum(running_max, tile_max)
+            rescale = torch.exp(running_max - new_m)
+            d = z.sub_(new_m.unsqueeze(-1))
+            e = torch.exp(d, out=kept[t, :, :width])
+            e_sum = e.sum(-1)
+            sum_exp.mul_(rescale).add_(e_sum)
+            if entropy_wanted:  # sum(e * z) = sum(e * (z - m)) + m * sum(e)
+                x_sum_exp.mul_(rescale).add_(d.mul_(e).sum(-1)).add_(new_m * e_sum)
+            maxima[t] = new_m
+            running_max = new_m
+        log_z = running_max + torch.log(sum_exp)
+        logprobs = target_logit - log_z
+        entropy = log_z - x_sum_exp / sum_exp if entropy_wanted else None
+        mean_logits = z_sum / vocab if mean_wanted else None
+        is_top1 = (target_logit >= running_max) & (target_logit > max_before_target) if top1_wanted else None
+        ctx.save_for_backward(hidden, weight, targets)
+        ctx.kept, ctx.maxima, ctx.tiles, ctx.factor = kept, maxima, tiles, factor
+        ctx.buffer, ctx.buffers = buffer, buffers
+        ctx.log_z = log_z
+        ctx.entropy = entropy.detach() if entropy is not None else None  # an output: detached, so no cycle through ctx
+        ctx.mark_non_differentiable(*(x for x in (mean_logits, is_top1) if x is not None))
+        return logprobs, entropy, None, mean_logits, is_top1
+
+    @staticmethod
+    def backward(ctx, grad_logprobs, grad_entropy, *_):
+        if ctx.kept is None:
+            raise RuntimeError("the kept LM-head tiles were used by an earlier backward pass (retain_graph is not supported)")
+        hidden, weight, targets = ctx.saved_tensors
+        kept, maxima, tiles, factor, log_z = ctx.kept, ctx.maxima, ctx.tiles, ctx.factor, ctx.log_z
+        ctx.kept = ctx.maxima = None  # the tiles become gradients in place: one backward pass only
+        buffer, ctx.buffer = ctx.buffer, None
+        need_hidden, need_weight = ctx.needs_input_grad[:2]
+        grad_hidden = torch.zeros_like(hidden) if need_hidden else None
+        grad_weight = torch.zeros_like(weight) if need_weight else None
+        g = grad_logprobs.float() if grad_logprobs is not None else torch.zeros_like(log_z)
+        for t, (start, end) in enumerate(tiles):
+            width = end - start
+            to_p = torch.exp(maxima[t] - log_z)  # p = kept · exp(m - log Z)
+            p = kept[t, :, :width]
+            if grad_entropy is None:
+                # TRL: g · (1[j = target] - p_j), times inv_t · logit_scale: one pass, then the targets
+                grad = p.mul_((-g * to_p * factor).unsqueeze(-1))
+            else:
+                # TRL: minus g_H · p_j · (log p_j + H); p · log p as xlogy so that p = 0 gives 0
+                p.mul_(to_p.unsqueeze(-1))
+                grad = p * (-g).unsqueeze(-1)
+                grad -= grad_entropy.unsqueeze(-1) * (torch.xlogy(p, p) + p * ctx.entropy.unsqueeze(-1))
+                grad.mul_(factor)
+            local = targets - start
+            rows = ((local >= 0) & (local < width)).nonzero().squeeze(-1)
+            grad[rows, local[rows]] += g[rows] * factor
+            if grad_hidden is not None:
+                grad_hidden.addmm_(grad, weight[start:end])
+            if grad_weight is not None:
+                grad_weight[start:end].addmm_(grad.t(), hidden)
+        ctx.buffers.give(buffer)
+        return grad_hidden, grad_weight, None, None, None, None, None, None
+
+
+def _keeps(hidden, weight, bias, softcap, outputs, columns: int) -> bool:
+    """Whether :class:`KeptTilesLogProb` covers this call (module docstring)."""
+    vocab = weight.shape[0]
+    return (
+        hidden.device.type == "cpu"
+        and hidden.dtype == weight.dtype == torch.float32
+        and not torch.is_autocast_enabled("cpu")
+        and bias is None
+        and softcap is None
+        and all(o in COVERED_OUTPUTS for o in outputs)
+        and torch.is_grad_enabled()
+        and (hidden.requires_grad or weight.requires_grad)
+        and hidden.shape[0] * -(-vocab // columns) * columns * 4 <= KEEP_BYTES  # whole tiles, the last one too
+    )
+
+
+@contextmanager
+def kept_cpu_tiles() -> Iterator[bool]:
+    """Within the block, TRL's fused LM head keeps its CPU tiles for the backward pass (module docstring);
+    yields whether it could. The tiles are as wide as the caller asks: enter it before
+    :func:`~failforge.train.lm_head_fold.narrow_cpu_tiles`, which then narrows them."""
+    import trl.trainer.utils as trl_utils
+
+    function = getattr(trl_utils, "_ChunkedLogProbFunction", None)
+    if not callable(getattr(function, "apply", None)):
+        log.warning("this TRL has no chunked log-prob function; its LM head projects its tiles twice")
+        yield False
+        return
+
+    buffers = TileBuffer()
+
+    class Kept:
+        """TRL's function (whatever wraps it now), or :class:`KeptTilesLogProb` where that covers the call.
+        TRL's arguments: hidden, weight, bias, targets, temperature, chunk_size, softcap, logit_scale, outputs."""
+
+        @staticmethod
+        def apply(hidden, weight, bias, targets, temperature, chunk_size, softcap=None, logit_scale=1.0,
+                  outputs=None):
+            if outputs is None or not _keeps(hidden, weight, bias, softcap, outputs, chunk_size):
+                rest = () if outputs is None else (outputs,)  # no outputs given: TRL's own default
+                return function.apply(hidden, weight, bias, targets, temperature, chunk_size, softcap, logit_scale,
+                                      *rest)
+            return KeptTilesLogProb.apply(hidden, weight, targets, temperature, chunk_size, logit_scale,
+                                          tuple(outputs), buffers)
+
+    trl_utils._ChunkedLogProbFunction = Kept
+    try:
+        yield True
+    finally:
+        trl_utils._ChunkedLogProbFunction = function
