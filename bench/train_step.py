@@ -28,11 +28,12 @@ tokens among the token slots computed, and the fraction of the FLOP bound:
             DPO  4 x params x real tokens of chosen + rejected
                  + 2 x params x the tokens of the reference forward (at every step: the same batch;
                    precomputed: every row once, before training, timed and added to the step times)
-    bound:  the matmul rate at the configuration's precision: measured at the start and again
-            before and after every run, the best of all those measurements ("FLOP bound": the
-            lowest fraction), and beside it the fraction at each run's own rate (the mean of the
-            measurements just before and after it, weighted by the run's seconds: "at its rate"),
-            since other work on a shared machine moves the rate by up to 2x within minutes
+    bound:  the matmul rate at the configuration's precision: measured at the start, before
+            and after every run and after every optimizer step within it (outside the step's
+            time), the best of all those measurements ("FLOP bound": the lowest fraction), and
+            beside it the fraction at each run's own rate (the mean of the measurements before,
+            during and after it, weighted by the run's seconds: "at its rate"), since other work
+            on a shared machine moves the rate by up to 3x within minutes
 
 ``auto`` marks the configuration failforge picks by itself on this machine.
 
@@ -112,7 +113,7 @@ class Config:
     real: int = 0
     flops: float = 0.0
     total_s: float = 0.0
-    rate_s: float = 0.0  # seconds x the matmul rate around each run (GFLOP), for the bound at the run's own rate
+    rate_s: float = 0.0  # seconds x the matmul rate during each run (GFLOP), for the bound at the run's own rate
     ref_s: list[float] = field(default_factory=list)
 
     @property
@@ -124,6 +125,27 @@ class Config:
     @property
     def precision(self) -> str:
         return self.settings.get("precision", "fp32")
+
+
+class RateProbe:
+    """Measures the matmul rate after every optimizer step, outside the step's own time.
+
+    ``StepRecorder`` times a step from ``on_step_begin`` to its own ``on_step_end``, and
+    callbacks passed to a step run after it, so a probe here falls between two timed steps.
+    """
+
+    def __init__(self, precision: str, threads: int):
+        from transformers import TrainerCallback
+
+        probe = self
+
+        class Callback(TrainerCallback):
+            def on_step_end(self, args, state, control, **kwargs):
+                probe.rates.append(device.measure_matmul(threads, n=1024, rounds=2, seconds=0.05,
+                                                         precisions=(precision,))[precision])
+
+        self.rates: list[float] = []
+        self.callback = Callback()
 
 
 class RefTimer:
@@ -156,7 +178,7 @@ class RefTimer:
         self.cls._precompute_ref_logps = self.inner
 
 
-def run(cfg: Config, base, rows, work: Path, steps: int, params: float) -> None:
+def run(cfg: Config, base, rows, work: Path, steps: int, params: float, probe: RateProbe | None = None) -> None:
     name = f"{cfg.kind}-{len(cfg.seconds)}-{cfg.label.replace(' ', '_').replace(',', '')}"
     out = work / name
     shutil.rmtree(out, ignore_errors=True)
@@ -187,7 +209,8 @@ def run(cfg: Config, base, rows, work: Path, steps: int, params: float) -> None:
         lm_head_kept.kept_cpu_tiles = lambda: contextlib.nullcontext(False)
     try:
         with RefTimer() as ref:
-            fn(base, rows, settings, out, store=store, name=name, quiet=True)
+            fn(base, rows, settings, out, store=store, name=name, quiet=True,
+               callbacks=[probe.callback] if probe else ())
     finally:
         (batching.make_padding_free, lm_head.labelled_positions_only, packing.use_segment_attention,
          lm_head_fold.in_place_folds, dropout.use_gap_dropout, lora_forward.use_fused_lora,
@@ -307,10 +330,12 @@ def main() -> None:
             for cfg in order:
                 before = device.measure_matmul(threads, n=1024, rounds=3, seconds=0.1, precisions=(cfg.precision,))
                 t0, s0 = time.perf_counter(), cfg.total_s
-                run(cfg, base, sft_data if cfg.kind == "sft" else dpo_data, work, args.steps, params)
+                probe = RateProbe(cfg.precision, threads)
+                run(cfg, base, sft_data if cfg.kind == "sft" else dpo_data, work, args.steps, params, probe)
                 after = device.measure_matmul(threads, n=1024, rounds=3, seconds=0.1, precisions=(cfg.precision,))
-                seen[cfg.precision] += [before[cfg.precision], after[cfg.precision]]
-                cfg.rate_s += (cfg.total_s - s0) * (before[cfg.precision] + after[cfg.precision]) / 2
+                around = [before[cfg.precision], *probe.rates, after[cfg.precision]]
+                seen[cfg.precision] += around
+                cfg.rate_s += (cfg.total_s - s0) * statistics.mean(around)
                 print(f"  round {r + 1}  {cfg.kind.upper():4} {cfg.label:36} steps {', '.join(f'{s:.2f}' for s in cfg.seconds[-(args.steps - 1) or -1:])} s"
                       f"  (wall {time.perf_counter() - t0:.0f} s, load {os.getloadavg()[0]:.1f})", flush=True)
         print()
@@ -318,7 +343,7 @@ def main() -> None:
             if len(v) > 1:
                 print(f"matmul {k} over the bench ({len(v)} measurements): best {max(v):.0f}, median "
                       f"{statistics.median(v):.0f}, lowest {min(v):.0f} GFLOP/s; 'FLOP bound' below uses the best, "
-                      f"'at its rate' the mean of the measurements just before and after each run")
+                      f"'at its rate' the mean of the measurements before, during and after each run")
         bound_rate = {k: max(v) for k, v in seen.items()}
         print("| step | configuration | s/step | tokens/s | real tokens | FLOP bound | at its rate | |")
         print("|---|---|---|---|---|---|---|---|")
