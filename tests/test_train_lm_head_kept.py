@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
+from lm_head_case import OUTPUTS
+from lm_head_case import head as tied_head
 
 from failforge.train import lm_head_kept
 from failforge.train.lm_head_fold import narrow_cpu_tiles
@@ -12,23 +14,11 @@ from failforge.train.lm_head_kept import KeptTilesLogProb, kept_cpu_tiles
 chunked = pytest.importorskip("trl.kernels.chunked_logprob")
 trl_utils = pytest.importorskip("trl.trainer.utils")
 
-OUTPUTS = ("log_probs", "entropy", "mean_logits", "is_top1")
-
 
 def head(n=40, h=16, vocab=200, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    hidden = torch.randn(n, h, generator=g)
-    weight = torch.randn(vocab, h, generator=g)
-    targets = torch.randint(0, vocab, (n,), generator=g)
-    # ties for is_top1: rows 0-3 score columns 5 and 130 (other tiles) and 6 and 7 (one tile) highest, equally
-    big = hidden[:4] * 50
-    weight[5] = weight[130] = big[0]
-    hidden[0] = hidden[1] = big[0] / 50
-    weight[6] = weight[7] = big[2]
-    hidden[2] = hidden[3] = big[2] / 50
-    targets[:4] = torch.tensor([5, 130, 6, 7])
-    targets[4] = 0  # the first and the last column of the vocabulary
-    targets[5] = 199
+    """The shared case, its rows 4 and 5 aimed at the vocabulary's first and last columns."""
+    hidden, weight, targets = tied_head(n, h, vocab, seed)
+    targets[4], targets[5] = 0, vocab - 1
     return hidden, weight, targets
 
 
@@ -120,3 +110,20 @@ def test_trl_is_restored_and_a_second_backward_is_refused():
         with pytest.raises(RuntimeError, match="retain_graph"):
             out[0].sum().backward()
     assert trl_utils._ChunkedLogProbFunction is before
+
+
+def test_the_buffer_passes_from_each_backward_pass_to_the_next_forward_pass(monkeypatch):
+    hidden, weight, targets = head(seed=4)
+    taken = []
+    take = lm_head_kept.TileBuffer.take
+    monkeypatch.setattr(lm_head_kept.TileBuffer, "take", lambda self, n: taken.append(take(self, n)) or taken[-1])
+    want = run(hidden, weight, targets, chunk=48)
+    want_small = run(hidden[:30], weight, targets[:30], chunk=48)
+    with kept_cpu_tiles():
+        first = run(hidden, weight, targets, chunk=48)
+        second = run(hidden[:30], weight, targets[:30], chunk=48)  # a smaller batch fits the same buffer
+        third = run(hidden, weight, targets, chunk=48)
+    assert len(taken) == 3 and len({b.data_ptr() for b in taken}) == 1
+    assert_same(want, first)
+    assert_same(want, third)
+    assert_same(want_small, second)
