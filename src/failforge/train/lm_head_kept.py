@@ -3,11 +3,11 @@
 TRL's ``ChunkedLogProbFunction`` never holds the ``[tokens, vocabulary]`` logits: the forward
 pass projects the hidden states tile by tile and folds each tile into log-softmax
 statistics, and the backward pass projects every tile a second time to turn it into the
-gradient. On a GPU that saves memory where memory is scarce. On a CPU the second
-projection is the costliest part of the head: the head is SmolLM2-135M's largest matrix
-(49,152 x 576), so a labelled token costs 2 x 28 M FLOPs a projection, and the head runs
-three of them (forward, the backward's projection, the backward's product to the hidden
-states), a tenth of a LoRA SFT step. A CPU host has the memory to keep the tiles instead:
+gradient. On a GPU that saves memory where memory is scarce. On a CPU it costs time: the
+head is SmolLM2-135M's largest matrix (49,152 x 576), so a labelled token costs 2 x 28 M
+FLOPs a product, and the head takes three (forward, the backward's projection, the
+backward's product to the hidden states), about a seventh of a LoRA SFT step, the second
+projection a twentieth. A CPU host has the memory to keep the tiles instead:
 452 labelled tokens x 49,152 columns is 89 MB.
 
 :func:`kept_cpu_tiles` makes the function keep them on CPUs. The forward pass projects
