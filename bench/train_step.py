@@ -60,6 +60,7 @@ from failforge.run.store import RunStore
 from failforge.train import TrainSettings, train_dpo, train_sft, version_from_gguf
 from failforge.train import batching, device, dropout, lm_head, lm_head_fold, lm_head_kept, lora_forward, packing
 from failforge.train.callbacks import StepRecorder  # noqa: F401  (imports transformers before timing)
+from transformers import TrainerCallback
 
 SEQ = 256
 BATCH = 4
@@ -127,7 +128,7 @@ class Config:
         return self.settings.get("precision", "fp32")
 
 
-class RateProbe:
+class RateProbe(TrainerCallback):
     """Measures the matmul rate after every optimizer step, outside the step's own time.
 
     ``StepRecorder`` times a step from ``on_step_begin`` to its own ``on_step_end``, and
@@ -135,17 +136,12 @@ class RateProbe:
     """
 
     def __init__(self, precision: str, threads: int):
-        from transformers import TrainerCallback
-
-        probe = self
-
-        class Callback(TrainerCallback):
-            def on_step_end(self, args, state, control, **kwargs):
-                probe.rates.append(device.measure_matmul(threads, n=1024, rounds=2, seconds=0.05,
-                                                         precisions=(precision,))[precision])
-
+        self.precision, self.threads = precision, threads
         self.rates: list[float] = []
-        self.callback = Callback()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        rate = device.measure_matmul(self.threads, n=1024, rounds=2, seconds=0.05, precisions=(self.precision,))
+        self.rates.append(rate[self.precision])
 
 
 class RefTimer:
@@ -178,7 +174,7 @@ class RefTimer:
         self.cls._precompute_ref_logps = self.inner
 
 
-def run(cfg: Config, base, rows, work: Path, steps: int, params: float, probe: RateProbe | None = None) -> None:
+def run(cfg: Config, base, rows, work: Path, steps: int, params: float, probe: RateProbe) -> None:
     name = f"{cfg.kind}-{len(cfg.seconds)}-{cfg.label.replace(' ', '_').replace(',', '')}"
     out = work / name
     shutil.rmtree(out, ignore_errors=True)
@@ -209,8 +205,7 @@ def run(cfg: Config, base, rows, work: Path, steps: int, params: float, probe: R
         lm_head_kept.kept_cpu_tiles = lambda: contextlib.nullcontext(False)
     try:
         with RefTimer() as ref:
-            fn(base, rows, settings, out, store=store, name=name, quiet=True,
-               callbacks=[probe.callback] if probe else ())
+            fn(base, rows, settings, out, store=store, name=name, quiet=True, callbacks=[probe])
     finally:
         (batching.make_padding_free, lm_head.labelled_positions_only, packing.use_segment_attention,
          lm_head_fold.in_place_folds, dropout.use_gap_dropout, lora_forward.use_fused_lora,
