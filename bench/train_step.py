@@ -35,6 +35,9 @@ tokens among the token slots computed, and the fraction of the FLOP bound:
             during and after it, weighted by the run's seconds: "at its rate"), since other work
             on a shared machine moves the rate by up to 3x within minutes
 
+and, for every variant, the plan's tokens/s over the variant's in the same round: the
+median over the rounds and in how many of them the plan was faster.
+
 ``auto`` marks the configuration failforge picks by itself on this machine.
 
     .venv/bin/python bench/train_step.py [--steps 3] [--rounds 2] [--only sft|dpo] [--match TEXT] [--plan-only]
@@ -116,6 +119,7 @@ class Config:
     total_s: float = 0.0
     rate_s: float = 0.0  # seconds x the matmul rate during each run (GFLOP), for the bound at the run's own rate
     ref_s: list[float] = field(default_factory=list)
+    run_tps: list[float] = field(default_factory=list)  # real tokens per second of each run, one a round
 
     @property
     def plan_choice_off(self) -> bool:
@@ -228,6 +232,20 @@ def run(cfg: Config, base, rows, work: Path, steps: int, params: float, probe: R
         cfg.ref_s.append(ref.seconds)
         cfg.flops += 2 * params * ref.tokens * len(timed) / len(steps_done)
         cfg.total_s += ref_share
+    run_s = sum(s["seconds"] for s in timed) + ref_share
+    cfg.run_tps.append(sum(s["real_tokens"] for s in timed) / run_s)
+
+
+def paired(plan: Config | None, cfg: Config) -> str:
+    """The plan's tokens/s over ``cfg``'s, round by round: the median, and the rounds the plan was faster in.
+
+    Runs of one round are minutes apart, so the ratio within a round cancels most of a
+    shared machine's drift, which moves whole-run means by more than the choices differ.
+    """
+    if plan is None or plan is cfg:
+        return ""
+    ratios = [p / c for p, c in zip(plan.run_tps, cfg.run_tps, strict=True)]
+    return f"{statistics.median(ratios):.2f} (faster in {sum(r > 1 for r in ratios)} of {len(ratios)})"
 
 
 def configs(auto: dict[str, dict]) -> list[Config]:
@@ -340,8 +358,9 @@ def main() -> None:
                       f"{statistics.median(v):.0f}, lowest {min(v):.0f} GFLOP/s; 'FLOP bound' below uses the best, "
                       f"'at its rate' the mean of the measurements before, during and after each run")
         bound_rate = {k: max(v) for k, v in seen.items()}
-        print("| step | configuration | s/step | tokens/s | real tokens | FLOP bound | at its rate | |")
-        print("|---|---|---|---|---|---|---|---|")
+        print("| step | configuration | s/step | tokens/s | real tokens | FLOP bound | at its rate | plan's speed over this, per round | |")
+        print("|---|---|---|---|---|---|---|---|---|")
+        plans = {c.kind: c for c in all_cfgs if c.is_auto}
         for cfg in all_cfgs:
             med = statistics.median(cfg.seconds)
             tps = cfg.real / cfg.total_s
@@ -349,7 +368,7 @@ def main() -> None:
             ref = f" (reference pass {statistics.median(cfg.ref_s):.1f} s, spread over the steps)" if cfg.ref_s else ""
             local = cfg.flops / 1e9 / cfg.rate_s
             print(f"| {cfg.kind.upper()} | {cfg.label} | {med:.2f} | {tps:.0f} | {cfg.real / cfg.tokens:.0%} | "
-                  f"{bound:.2f} | {local:.2f} | {'auto' if cfg.is_auto else ''}{ref} |")
+                  f"{bound:.2f} | {local:.2f} | {paired(plans.get(cfg.kind), cfg)} | {'auto' if cfg.is_auto else ''}{ref} |")
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
