@@ -40,10 +40,13 @@ median over the rounds and in how many of them the plan was faster.
 
 ``auto`` marks the configuration failforge picks by itself on this machine.
 
-    .venv/bin/python bench/train_step.py [--steps 3] [--rounds 2] [--only sft|dpo] [--match TEXT] [--plan-only]
+    .venv/bin/python bench/train_step.py [--steps 3] [--rounds 2] [--only sft|dpo] [--match TEXT] [--plan-only | --grid]
 
     e.g. the plan beside its tiles projected twice, four rounds:
     .venv/bin/python bench/train_step.py --steps 4 --rounds 4 --plan-only --match "projected twice"
+
+    the fp32 part of the grid (where bf16 runs at emulated speed):
+    .venv/bin/python bench/train_step.py --steps 4 --rounds 3 --grid --match fp32
 """
 
 from __future__ import annotations
@@ -294,6 +297,8 @@ def main() -> None:
                                     "(with --plan-only: the plan, and the variants that contain it)")
     ap.add_argument("--plan-only", action="store_true",
                     help="only failforge's own plan and its variants with a layout choice off")
+    ap.add_argument("--grid", action="store_true",
+                    help="only the precision, checkpointing and reference grid (no layout variants)")
     args = ap.parse_args()
 
     import torch
@@ -332,6 +337,10 @@ def main() -> None:
     def matches(c: Config) -> bool:
         return not args.match or args.match in f"{c.kind} {c.label}"
 
+    if args.plan_only and args.grid:
+        raise SystemExit("--plan-only and --grid pick different configurations: give one")
+    if args.grid:
+        all_cfgs = [c for c in all_cfgs if not c.plan_choice_off]
     if args.plan_only:  # the plan always, beside the variants that match
         all_cfgs = [c for c in all_cfgs if c.is_auto or (c.plan_choice_off and matches(c))]
     else:
