@@ -295,10 +295,11 @@ def main() -> None:
     ap.add_argument("--only", choices=["sft", "dpo"], help="one kind of step only")
     ap.add_argument("--match", help="only the configurations whose 'kind label' contains this text "
                                     "(with --plan-only: the plan, and the variants that contain it)")
-    ap.add_argument("--plan-only", action="store_true",
-                    help="only failforge's own plan and its variants with a layout choice off")
-    ap.add_argument("--grid", action="store_true",
-                    help="only the precision, checkpointing and reference grid (no layout variants)")
+    pick = ap.add_mutually_exclusive_group()
+    pick.add_argument("--plan-only", action="store_true",
+                      help="only failforge's own plan and its variants with a layout choice off")
+    pick.add_argument("--grid", action="store_true",
+                      help="only the precision, checkpointing and reference grid (no layout variants)")
     args = ap.parse_args()
 
     import torch
@@ -337,8 +338,6 @@ def main() -> None:
     def matches(c: Config) -> bool:
         return not args.match or args.match in f"{c.kind} {c.label}"
 
-    if args.plan_only and args.grid:
-        raise SystemExit("--plan-only and --grid pick different configurations: give one")
     if args.grid:
         all_cfgs = [c for c in all_cfgs if not c.plan_choice_off]
     if args.plan_only:  # the plan always, beside the variants that match
