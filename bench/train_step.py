@@ -36,11 +36,14 @@ tokens among the token slots computed, and the fraction of the FLOP bound:
             on a shared machine moves the rate by up to 3x within minutes
 
 and, for every variant, the plan's tokens/s over the variant's in the same round: the
-median over the rounds and in how many of them the plan was faster.
+median over the rounds and in how many of them the plan was faster. With ``--flanked``
+(and ``--plan-only``) the plan also runs between every two variants, and each variant's
+run is compared with the mean of the plan runs just before and after it, seconds apart
+rather than minutes.
 
 ``auto`` marks the configuration failforge picks by itself on this machine.
 
-    .venv/bin/python bench/train_step.py [--steps 3] [--rounds 2] [--only sft|dpo] [--match TEXT] [--plan-only | --grid]
+    .venv/bin/python bench/train_step.py [--steps 3] [--rounds 2] [--only sft|dpo] [--match TEXT] [--plan-only [--flanked] | --grid]
 
     e.g. the plan beside its tiles projected twice, four rounds:
     .venv/bin/python bench/train_step.py --steps 4 --rounds 4 --plan-only --match "projected twice"
@@ -123,6 +126,7 @@ class Config:
     rate_s: float = 0.0  # seconds x the matmul rate during each run (GFLOP), for the bound at the run's own rate
     ref_s: list[float] = field(default_factory=list)
     run_tps: list[float] = field(default_factory=list)  # real tokens per second of each run, one a round
+    flanked: list[float] = field(default_factory=list)  # --flanked: the plan's speed beside each run over this run's
 
     @property
     def plan_choice_off(self) -> bool:
@@ -247,8 +251,16 @@ def paired(plan: Config | None, cfg: Config) -> str:
     """
     if plan is None or plan is cfg:
         return ""
-    ratios = [p / c for p, c in zip(plan.run_tps, cfg.run_tps, strict=True)]
+    ratios = cfg.flanked or [p / c for p, c in zip(plan.run_tps, cfg.run_tps, strict=True)]
     return f"{statistics.median(ratios):.2f} (faster in {sum(r > 1 for r in ratios)} of {len(ratios)})"
+
+
+def flank(plan: Config, variants: list[Config]) -> list[Config]:
+    """``plan, v1, plan, v2, ..., plan``: every variant between two runs of the plan."""
+    out = [plan]
+    for v in variants:
+        out += [v, plan]
+    return out
 
 
 def configs(auto: dict[str, dict]) -> list[Config]:
@@ -300,7 +312,12 @@ def main() -> None:
                       help="only failforge's own plan and its variants with a layout choice off")
     pick.add_argument("--grid", action="store_true",
                       help="only the precision, checkpointing and reference grid (no layout variants)")
+    ap.add_argument("--flanked", action="store_true",
+                    help="with --plan-only: the plan runs before and after every variant, each variant "
+                         "compared with the two plan runs beside it")
     args = ap.parse_args()
+    if args.flanked and not args.plan_only:
+        ap.error("--flanked needs --plan-only")
 
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
@@ -346,8 +363,13 @@ def main() -> None:
         all_cfgs = [c for c in all_cfgs if matches(c)]
     work = Path(tempfile.mkdtemp(prefix="failforge-bench-"))
     try:
+        plans = {c.kind: c for c in all_cfgs if c.is_auto}
         for r in range(args.rounds):
             order = all_cfgs if r % 2 == 0 else all_cfgs[::-1]  # alternate the order too
+            if args.flanked:  # plan, variant, plan, variant, ..., plan: for each kind
+                order = [c for kind in dict.fromkeys(c.kind for c in order) for c in
+                         flank(plans[kind], [v for v in order if v.kind == kind and not v.is_auto])]
+            pending: Config | None = None  # --flanked: the variant that waits for the plan run after it
             for cfg in order:
                 before = device.measure_matmul(threads, n=1024, rounds=3, seconds=0.1, precisions=(cfg.precision,))
                 t0, s0 = time.perf_counter(), cfg.total_s
@@ -359,6 +381,12 @@ def main() -> None:
                 cfg.rate_s += (cfg.total_s - s0) * statistics.mean(around)
                 print(f"  round {r + 1}  {cfg.kind.upper():4} {cfg.label:36} steps {', '.join(f'{s:.2f}' for s in cfg.seconds[-(args.steps - 1) or -1:])} s"
                       f"  (wall {time.perf_counter() - t0:.0f} s, load {os.getloadavg()[0]:.1f})", flush=True)
+                if args.flanked and cfg.is_auto and pending is not None:
+                    beside = statistics.mean(cfg.run_tps[-2:])  # the plan runs just before and after it
+                    pending.flanked.append(beside / pending.run_tps[-1])
+                    pending = None
+                elif args.flanked and not cfg.is_auto:
+                    pending = cfg
         print()
         for k, v in seen.items():
             if len(v) > 1:
@@ -366,9 +394,9 @@ def main() -> None:
                       f"{statistics.median(v):.0f}, lowest {min(v):.0f} GFLOP/s; 'FLOP bound' below uses the best, "
                       f"'at its rate' the mean of the measurements before, during and after each run")
         bound_rate = {k: max(v) for k, v in seen.items()}
-        print("| step | configuration | s/step | tokens/s | real tokens | FLOP bound | at its rate | plan's speed over this, per round | |")
+        paired_by = "the plan runs beside each of its runs" if args.flanked else "per round"
+        print(f"| step | configuration | s/step | tokens/s | real tokens | FLOP bound | at its rate | plan's speed over this, {paired_by} | |")
         print("|---|---|---|---|---|---|---|---|---|")
-        plans = {c.kind: c for c in all_cfgs if c.is_auto}
         for cfg in all_cfgs:
             med = statistics.median(cfg.seconds)
             tps = cfg.real / cfg.total_s
