@@ -125,7 +125,7 @@ class Config:
     total_s: float = 0.0
     rate_s: float = 0.0  # seconds x the matmul rate during each run (GFLOP), for the bound at the run's own rate
     ref_s: list[float] = field(default_factory=list)
-    run_tps: list[float] = field(default_factory=list)  # real tokens per second of each run, one a round
+    run_tps: list[float] = field(default_factory=list)  # real tokens per second of each run
     flanked: list[float] = field(default_factory=list)  # --flanked: the plan's speed beside each run over this run's
 
     @property
@@ -227,6 +227,7 @@ def run(cfg: Config, base, rows, work: Path, steps: int, params: float, probe: R
     precomputed = ref.seconds > 0
     # precomputed: the reference pass is part of the work; spread over the steps it served
     ref_share = ref.seconds * len(timed) / len(steps_done) if precomputed else 0.0
+    real0, total0 = cfg.real, cfg.total_s
     for s in timed:
         cfg.seconds.append(s["seconds"] + (ref.seconds / len(steps_done) if precomputed else 0.0))
         cfg.tokens += s["tokens"]
@@ -239,15 +240,16 @@ def run(cfg: Config, base, rows, work: Path, steps: int, params: float, probe: R
         cfg.ref_s.append(ref.seconds)
         cfg.flops += 2 * params * ref.tokens * len(timed) / len(steps_done)
         cfg.total_s += ref_share
-    run_s = sum(s["seconds"] for s in timed) + ref_share
-    cfg.run_tps.append(sum(s["real_tokens"] for s in timed) / run_s)
+    cfg.run_tps.append((cfg.real - real0) / (cfg.total_s - total0))
 
 
 def paired(plan: Config | None, cfg: Config) -> str:
-    """The plan's tokens/s over ``cfg``'s, round by round: the median, and the rounds the plan was faster in.
+    """The plan's tokens/s over ``cfg``'s: the median ratio, and how often the plan was faster.
 
-    Runs of one round are minutes apart, so the ratio within a round cancels most of a
-    shared machine's drift, which moves whole-run means by more than the choices differ.
+    Round by round, or with ``--flanked`` run by run against the plan runs beside each
+    (``Config.flanked``). Runs of one round are minutes apart, so even the ratio within a
+    round cancels most of a shared machine's drift, which moves whole-run means by more
+    than the choices differ.
     """
     if plan is None or plan is cfg:
         return ""
