@@ -19,14 +19,14 @@ pytest_plugins = ["fixtures_servers"]
 pytestmark = pytest.mark.slow
 
 KINDS = ["500", "429", "timeout", "drop", "truncate"]
-TIMEOUT_S = 30.0
+TIMEOUT_S = 15.0  # a 48-token answer takes about a second here; an injected timeout waits this long
 
 
 def config(tmp_path, name: str, base_url: str, **extra) -> str:
     cfg = {
         "method": "reversegen",
         "task": "math",
-        "proposer": {"n_threads": 1, "batch_size": 6},
+        "proposer": {"n_threads": 2, "batch_size": 6},  # proposing and answering take turns: both cores
         "target": {"backend": "openai", "base_url": base_url, "model": "smollm2", "max_concurrency": 1,
                    "timeout_s": TIMEOUT_S, "max_retries": 8},
         "seeds": {"dataset": "arithmetic", "heldout": 0},
@@ -42,6 +42,16 @@ def config(tmp_path, name: str, base_url: str, **extra) -> str:
     path = tmp_path / f"{name}.yaml"
     path.write_text(yaml.safe_dump(cfg))
     return str(path)
+
+
+@pytest.fixture(scope="module")
+def clean_run(llama_server, tmp_path_factory):
+    """The run with no faults and no budget, made once for both tests: the outputs the others must give."""
+    tmp = tmp_path_factory.mktemp("clean")
+    run_dir = tmp / "clean"
+    proc = cli("run", config(tmp, "clean", llama_server.base_url), "--run-dir", str(run_dir))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return run_dir
 
 
 def attempts(run_dir) -> dict[str, tuple]:
@@ -66,11 +76,8 @@ def schedule(blocks: int, seed: int = 13) -> list[str]:
     return out
 
 
-def test_faulty_server_gives_the_clean_outputs_and_one_refusal_is_one_unscorable_item(llama_server, fault_proxy, tmp_path):
-    clean_dir = tmp_path / "clean"
-    proc = cli("run", config(tmp_path, "clean", llama_server.base_url), "--run-dir", str(clean_dir))
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    clean = attempts(clean_dir)
+def test_faulty_server_gives_the_clean_outputs_and_one_refusal_is_one_unscorable_item(clean_run, fault_proxy, tmp_path):
+    clean = attempts(clean_run)
     assert len(clean) >= 4 and all(err is None for _, _, err in clean.values())
 
     plan = schedule(80)
@@ -114,10 +121,8 @@ def test_faulty_server_gives_the_clean_outputs_and_one_refusal_is_one_unscorable
     print(f"requests {events['requests']}, faults injected {len(injected)} {sorted(faults.items())}, refused 1")
 
 
-def test_token_budget_stops_cleanly_and_a_larger_one_finishes_the_run(llama_server, tmp_path):
-    whole_dir = tmp_path / "whole"
-    proc = cli("run", config(tmp_path, "whole", llama_server.base_url), "--run-dir", str(whole_dir))
-    assert proc.returncode == 0, proc.stderr[-3000:]
+def test_token_budget_stops_cleanly_and_a_larger_one_finishes_the_run(clean_run, llama_server, tmp_path):
+    whole_dir = clean_run
     store = RunStore(whole_dir / "store.sqlite", readonly=True)
     total = store.tokens_spent()
     store.close()
