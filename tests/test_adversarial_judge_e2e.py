@@ -7,7 +7,7 @@ from runcli import assert_resume_repeats_nothing, run_config
 
 TINY = """
 method: adversarial-judge
-adversary: {n_threads: 1, batch_size: 8}
+adversary: {n_threads: 2, batch_size: 8}
 pools: {seed_set: 24, heldout: 24}
 rounds: 2
 problematic_prompts: 6

@@ -10,7 +10,7 @@ from runcli import assert_resume_repeats_nothing, cli, run_config
 
 TINY = """
 method: mistake-analysis
-model: {backend: llamacpp, model: smollm2-135m-instruct, n_threads: 1, batch_size: 8}
+model: {backend: llamacpp, model: smollm2-135m-instruct, n_threads: 2, batch_size: 8}
 data: {harmful: [advbench], train: 8, test: 4, benign_test: 3, mmlu_n: 4}
 premise: {n: 6}
 answer_max_tokens: 32

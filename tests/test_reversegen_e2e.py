@@ -10,8 +10,8 @@ from runcli import assert_resume_repeats_nothing, cli, run_config
 TINY = """
 method: reversegen
 task: math
-proposer: {n_threads: 1, batch_size: 6}
-target: {n_threads: 1, batch_size: 6}
+proposer: {n_threads: 2, batch_size: 6}
+target: {n_threads: 2, batch_size: 6}
 seeds: {dataset: arithmetic, heldout: 3}
 iterations: 2
 prompts_per_iteration: 4

@@ -11,10 +11,10 @@ from runcli import assert_resume_repeats_nothing, cli, run_config
 
 TINY = """
 method: teams-rl
-instructor: {n_threads: 1, batch_size: 8}
-reviewer: {n_threads: 1, batch_size: 8}
-expert: {n_threads: 1, batch_size: 8}
-target: {n_threads: 1, batch_size: 8}
+instructor: {n_threads: 2, batch_size: 8}
+reviewer: {n_threads: 2, batch_size: 8}
+expert: {n_threads: 2, batch_size: 8}
+target: {n_threads: 2, batch_size: 8}
 seeds: {train: 4, generate: 2}
 episode_steps: 3
 policy: {iterations: 2, n_steps: 6}
