@@ -339,7 +339,8 @@ def main() -> None:
     params = float(AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(base.checkpoint)).num_parameters())
     sft_data, dpo_data = sft_rows(BATCH * 4), dpo_rows(BATCH * 2)
     plan = device.plan_device(TrainSettings(max_length=SEQ, batch_size=BATCH), checkpoint=base.checkpoint)
-    dpo_plan = device.plan_device(TrainSettings(max_length=SEQ, batch_size=BATCH), checkpoint=base.checkpoint, sequences_per_row=2)
+    dpo_plan = device.plan_device(TrainSettings(kind="dpo", max_length=SEQ, batch_size=BATCH), checkpoint=base.checkpoint,
+                                  sequences_per_row=2)
     auto_pre, why = precompute_reference(TrainSettings(kind="dpo", max_steps=args.steps, batch_size=BATCH), len(dpo_data))
     print(f"failforge's own choice: SFT {plan.describe()}")
     print(f"                        DPO {dpo_plan.precision}, checkpointing {dpo_plan.gradient_checkpointing}, "

@@ -34,9 +34,13 @@ EVAL_RTOL = 0.10
 #: DPO losses start at ln 2 in both precisions; later steps within this absolute gap.
 #: DPO's loss is made of exactly the small policy-reference differences that bf16
 #: rounds: measured fp32 0.693, 0.579, 0.501, 0.450 against bf16 0.693, 0.667, 0.663,
-#: 0.641 (gap 0.19 at step 4, lr 5e-5); whether the bf16-trained adapter, evaluated in
-#: fp32, has learned less is not measured yet (docs/training.md)
+#: 0.641 (gap 0.19 at step 4, lr 5e-5). That is the logged loss, not what was learned:
+#: see DPO_EVAL_RTOL
 DPO_ATOL = 0.25
+#: the two trained DPO adapters evaluated alike (fp32, merged, each against its own
+#: reference, the adapter-off model): their mean DPO loss on the training pairs, relative
+#: to fp32's (measured from one fp32 SFT version: fp32-trained 0.430, bf16-trained 0.432)
+DPO_EVAL_RTOL = 0.10
 
 PROMPTS = ["What is 3 plus 3?", "What is 5 plus 5?", "What is 12 plus 12?", "Name a colour.", "What is 7 plus 7?"]
 
@@ -118,6 +122,44 @@ def test_dpo_losses_agree_step_by_step(trained, other_precision):
     worst = max(abs(x - y) for x, y in zip(a, b, strict=True))
     print(f"DPO fp32 {a} / {other_precision} {b}: worst gap {worst:.4f}")
     assert worst <= DPO_ATOL
+
+
+def completion_logprob(model, tok, prompt: list[dict], completion: str) -> float:
+    """log p(completion + EOS | prompt under the chat template), in fp32."""
+    import torch
+
+    head = tok.apply_chat_template(prompt, add_generation_prompt=True, return_dict=True)["input_ids"]
+    ids = torch.tensor([head + tok(completion, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]])
+    with torch.no_grad():
+        logp = torch.log_softmax(model(ids).logits[0, :-1].float(), -1)
+    return logp.gather(-1, ids[0, 1:].unsqueeze(-1))[len(head) - 1:].sum().item()
+
+
+def fp32_dpo_loss(version, beta: float = 0.1) -> tuple[float, float]:
+    """Mean sigmoid DPO loss and mean reward margin on DPO_ROWS of a DPO version merged in fp32,
+    against its reference (the same checkpoint with the adapter off)."""
+    import torch.nn.functional as F
+    import torch
+
+    from failforge.train.sft import load_merged
+
+    def scores(adapter):
+        model, tok = load_merged(version.checkpoint, adapter)
+        return [(completion_logprob(model, tok, r["prompt"], r["chosen"]),
+                 completion_logprob(model, tok, r["prompt"], r["rejected"])) for r in DPO_ROWS]
+
+    ref, policy = scores(None), scores(version.adapter)
+    margins = torch.tensor([(pc - rc) - (pr - rr) for (pc, pr), (rc, rr) in zip(policy, ref, strict=True)])
+    return F.softplus(-beta * margins).mean().item(), margins.mean().item()
+
+
+def test_dpo_adapters_evaluate_alike_in_fp32(trained, other_precision):
+    versions, _ = trained
+    (a, margin_a), (b, margin_b) = fp32_dpo_loss(versions["fp32"][1]), fp32_dpo_loss(versions[other_precision][1])
+    print(f"DPO adapters evaluated in fp32 on the training pairs: fp32-trained loss {a:.4f} (margin {margin_a:.2f}), "
+          f"{other_precision}-trained {b:.4f} (margin {margin_b:.2f}); untrained {math.log(2):.4f}")
+    assert a < math.log(2) - 0.1 and b < math.log(2) - 0.1  # both learned: the policy prefers the chosen answers
+    assert abs(a - b) / a <= DPO_EVAL_RTOL
 
 
 def test_merged_ggufs_give_the_same_greedy_answers(trained, other_precision):

@@ -95,9 +95,9 @@ def test_cpu_precision_follows_the_measured_matmul_rates(monkeypatch):
     assert (plan.bf16, plan.fp16, plan.precision) == (True, False, "bf16")
     assert "bf16 409 GFLOP/s" in plan.precision_reason and "2.4x faster" in plan.precision_reason
     assert plan.trainer_kwargs()["bf16"] is True and plan.trainer_kwargs()["use_cpu"] is True
-    dpo = plan_device(TrainSettings(kind="dpo"), device="cpu", threads=2)  # DPO stays in fp32 on a CPU
-    assert dpo.precision == "fp32" and "DPO keeps fp32" in dpo.precision_reason and "2.4x faster" in dpo.precision_reason
-    assert plan_device(TrainSettings(kind="dpo", precision="bf16"), device="cpu").bf16  # unless asked for
+    dpo = plan_device(TrainSettings(kind="dpo"), device="cpu", threads=2)  # DPO by the same rule
+    assert dpo.precision == "bf16" and dpo.precision_reason == plan.precision_reason
+    assert not plan_device(TrainSettings(kind="dpo", precision="fp32"), device="cpu").bf16  # unless told otherwise
     _fake_rates(monkeypatch, fp32=173, bf16=90)  # bf16 emulated: slower than fp32
     plan = plan_device(TrainSettings(), device="cpu", threads=2)
     assert plan.precision == "fp32" and "not 1.3x faster" in plan.precision_reason

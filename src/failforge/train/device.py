@@ -152,14 +152,10 @@ def plan_device(
     threads = (threads or cpu_count()) if device == "cpu" else None
     precision = settings.precision
     if precision == "auto":
+        # DPO too: its bf16 training loss falls more slowly than fp32's, but that is bf16's rounding of the
+        # small policy-reference differences it is made of; the adapter it trains, evaluated in fp32, has
+        # learned what the fp32-trained one has (tests/test_train_precision.py, docs/training.md)
         precision, precision_reason = auto_precision(device, threads)
-        if precision == "bf16" and device == "cpu" and settings.kind == "dpo":
-            # DPO's loss is made of small policy-reference differences that bf16 rounds:
-            # in the same-learning test its loss fell from 0.693 to 0.641 in 4 steps under
-            # bf16 autocast against 0.450 in fp32 (docs/training.md), so speed is not
-            # worth it here until that gap is understood
-            precision = "fp32"
-            precision_reason += "; DPO keeps fp32 (it learned less per step under bf16 autocast)"
     else:
         precision_reason = f"train.precision: {precision}"
     if precision == "fp16" and device != "cuda":
