@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 import torch
 from lm_head_case import OUTPUTS
@@ -127,3 +129,36 @@ def test_the_buffer_passes_from_each_backward_pass_to_the_next_forward_pass(monk
     assert_same(want, first)
     assert_same(want, third)
     assert_same(want_small, second)
+
+
+@pytest.mark.parametrize("how", ["autocast", "bf16 model"])
+def test_a_bf16_step_runs_the_products_in_bf16_and_the_folds_in_float32(how, monkeypatch):
+    torch.manual_seed(5)
+    hidden, weight = torch.randn(40, 64), torch.randn(200, 64) * 0.3  # logits of a few units, as a trained head gives
+    targets = torch.randint(0, 200, (40,))
+    want = run(hidden, weight, targets, weight_grad=True)  # TRL's function in float32
+    if how == "bf16 model":  # the weights and hidden states themselves in bf16, no autocast
+        hidden, weight = hidden.bfloat16(), weight.bfloat16()
+    step = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if how == "autocast" else contextlib.nullcontext
+    with narrow_cpu_tiles(columns=48), step():
+        trl_bf16 = run(hidden, weight, targets, weight_grad=True, chunk=128)  # TRL's function in the bf16 step
+    kept, operands = [], []
+    inner, mm = KeptTilesLogProb.forward, torch.mm
+    monkeypatch.setattr(KeptTilesLogProb, "forward", staticmethod(lambda ctx, *a: kept.append(a[-1]) or inner(ctx, *a)))
+    monkeypatch.setattr(torch, "mm", lambda *a, **k: operands.append((a[0].dtype, a[1].dtype)) or mm(*a, **k))
+    with kept_cpu_tiles(), narrow_cpu_tiles(columns=48), step():
+        got = run(hidden, weight, targets, weight_grad=True, chunk=128)
+    monkeypatch.setattr(torch, "mm", mm)
+    assert kept == [torch.bfloat16]  # the tiles were kept, their products asked for in bf16
+    # 5 tiles of 48 columns: one projection each, then each tile's products to the hidden states and the head
+    assert operands == [(torch.bfloat16, torch.bfloat16)] * 15
+    assert got[5].dtype == hidden.dtype and got[6].dtype == weight.dtype  # gradients in their tensors' dtype
+    names = ("log_probs", "entropy", "mean_logits", "hidden grad", "weight grad")
+    for name, i in zip(names, (0, 1, 3, 5, 6), strict=True):
+        assert got[i].dtype == trl_bf16[i].dtype, name
+        a, b, w = got[i].float(), trl_bf16[i].float(), want[i]
+        scale = w.abs().max()
+        # bf16 operands and products (8 bits of mantissa): off float32 as much as TRL's function is in that step
+        assert (a - w).abs().max() <= 0.02 * scale, name
+        assert (a - b).abs().max() <= 0.01 * scale, name
+    assert torch.allclose(got[0], trl_bf16[0].float(), atol=1e-4)  # the same bf16 logits, folded alike
