@@ -168,3 +168,26 @@ def test_real_dpo_steps_packed_and_padded_give_the_same_losses(tmp_path, monkeyp
     for a, b in zip(losses["packed"], losses["padded"], strict=True):
         assert a == pytest.approx(b, abs=2e-3)
     assert losses["packed"][-1] < losses["packed"][0]  # it learned
+
+
+def test_bf16_cpu_rows_attend_in_float32(monkeypatch):
+    import transformers.integrations.sdpa_attention as sdpa
+
+    seen = []
+    inner = sdpa.sdpa_attention_forward
+    monkeypatch.setattr(sdpa, "sdpa_attention_forward",
+                        lambda module, query, *a, **k: seen.append(query.dtype) or inner(module, query, *a, **k))
+    model = tiny()
+    module = model.model.layers[0].self_attn
+    g = torch.Generator().manual_seed(4)
+    q, k, v = (torch.randn(1, 4, 10, 16, generator=g).bfloat16() for _ in range(3))
+    position_ids = torch.tensor([[0, 1, 2, 3, 0, 1, 2, 3, 4, 5]])
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # as in a bf16 step: autocast cannot cast them back
+        out, _ = packing.segment_attention(module, q, k, v, None, position_ids=position_ids, scaling=0.25, dropout=0.0)
+    assert seen == [torch.float32, torch.float32] and out.dtype == torch.bfloat16  # two rows, each in float32
+    want, _ = packing._segment_attention(module, q.float(), k.float(), v.float(), None, position_ids=position_ids,
+                                         scaling=0.25, dropout=0.0)
+    assert torch.equal(out, want.bfloat16())
+    same, _ = packing.segment_attention(module, q.float(), k.float(), v.float(), None, position_ids=position_ids,
+                                        scaling=0.25, dropout=0.0)
+    assert torch.equal(same, want)  # float32 rows attend as they did
