@@ -17,8 +17,9 @@ configurations alternate round by round, so a busy machine slows them alike:
     the tiles projected again in the backward pass (TRL's way) instead of kept
     (``failforge.train.lm_head_kept``),
     PEFT's LoRA forward instead of ``failforge.train.lora_forward`` (the adapter
-    added into the base output in one pass), and for SFT PEFT's ``nn.Dropout`` instead of
-    ``failforge.train.dropout``
+    added into the base output in one pass), for SFT PEFT's ``nn.Dropout`` instead of
+    ``failforge.train.dropout``, and where the plan is bf16, its packed rows attending in
+    bf16 instead of float32 (``failforge.train.packing.float32_attention``)
 
 For each configuration it prints the median seconds per step (the first step of
 each run is left out: it pays one-off costs), tokens per second, the share of real
@@ -118,6 +119,7 @@ class Config:
     peft_forward: bool = False  # PEFT's LoRA forward (failforge.train.lora_forward off)
     wide_tiles: bool = False  # TRL's 32,768-column LM-head tiles (failforge.train.lm_head_fold.narrow_cpu_tiles off)
     recomputed_tiles: bool = False  # the LM-head tiles projected again in the backward pass (lm_head_kept off)
+    bf16_attention: bool = False  # bf16 rows attend in bf16 (failforge.train.packing.float32_attention off)
     seconds: list[float] = field(default_factory=list)  # per-step seconds, all rounds
     tokens: int = 0
     real: int = 0
@@ -132,7 +134,7 @@ class Config:
     def plan_choice_off(self) -> bool:
         """One of the plan's layout and memory-pass choices is switched off."""
         return (self.all_positions or self.plain_attention or self.trl_folds or self.torch_dropout
-                or self.peft_forward or self.wide_tiles or self.recomputed_tiles)
+                or self.peft_forward or self.wide_tiles or self.recomputed_tiles or self.bf16_attention)
 
     @property
     def precision(self) -> str:
@@ -197,7 +199,7 @@ def run(cfg: Config, base, rows, work: Path, steps: int, params: float, probe: R
     fn = train_sft if cfg.kind == "sft" else train_dpo
     keep = (batching.make_padding_free, lm_head.labelled_positions_only, packing.use_segment_attention,
             lm_head_fold.in_place_folds, dropout.use_gap_dropout, lora_forward.use_fused_lora,
-            lm_head_fold.narrow_cpu_tiles, lm_head_kept.kept_cpu_tiles)
+            lm_head_fold.narrow_cpu_tiles, lm_head_kept.kept_cpu_tiles, packing.float32_attention)
     if cfg.padded:
         batching.make_padding_free = lambda trainer: False
     if cfg.all_positions:
@@ -214,13 +216,15 @@ def run(cfg: Config, base, rows, work: Path, steps: int, params: float, probe: R
         lm_head_fold.narrow_cpu_tiles = lambda: contextlib.nullcontext(False)
     if cfg.recomputed_tiles:
         lm_head_kept.kept_cpu_tiles = lambda: contextlib.nullcontext(False)
+    if cfg.bf16_attention:
+        packing.float32_attention = packing._segment_attention
     try:
         with RefTimer() as ref:
             fn(base, rows, settings, out, store=store, name=name, quiet=True, callbacks=[probe])
     finally:
         (batching.make_padding_free, lm_head.labelled_positions_only, packing.use_segment_attention,
          lm_head_fold.in_place_folds, dropout.use_gap_dropout, lora_forward.use_fused_lora,
-         lm_head_fold.narrow_cpu_tiles, lm_head_kept.kept_cpu_tiles) = keep
+         lm_head_fold.narrow_cpu_tiles, lm_head_kept.kept_cpu_tiles, packing.float32_attention) = keep
     steps_done = store.train_steps(name)
     store.close()
     timed = steps_done[1:] or steps_done  # the first step pays one-off costs
@@ -289,6 +293,8 @@ def configs(auto: dict[str, dict]) -> list[Config]:
         out.append(Config(kind, f"{label}, PEFT's LoRA forward", dict(plan), peft_forward=True))
         out.append(Config(kind, f"{label}, 32,768-column tiles", dict(plan), wide_tiles=True))
         out.append(Config(kind, f"{label}, tiles projected twice", dict(plan), recomputed_tiles=True))
+        if plan["precision"] == "bf16":
+            out.append(Config(kind, f"{label}, bf16 attention", dict(plan), bf16_attention=True))
     out.append(Config("sft", f"{sft['precision']}, torch dropout", dict(sft), torch_dropout=True))
     for c in out:
         a = auto[c.kind]
