@@ -138,8 +138,8 @@ def completion_logprob(model, tok, prompt: list[dict], completion: str) -> float
 def fp32_dpo_loss(version, beta: float = 0.1) -> tuple[float, float]:
     """Mean sigmoid DPO loss and mean reward margin on DPO_ROWS of a DPO version merged in fp32,
     against its reference (the same checkpoint with the adapter off)."""
-    import torch.nn.functional as F
     import torch
+    import torch.nn.functional as F
 
     from failforge.train.sft import load_merged
 
