@@ -18,9 +18,8 @@ configurations alternate round by round, so a busy machine slows them alike:
     (``failforge.train.lm_head_kept``),
     PEFT's LoRA forward instead of ``failforge.train.lora_forward`` (the adapter
     added into the base output in one pass), for SFT PEFT's ``nn.Dropout`` instead of
-    ``failforge.train.dropout``, transformers' ``LlamaRMSNorm`` instead of
-    ``failforge.train.rms_norm`` (one autograd node), and where the plan is bf16, its
-    packed rows attending in bf16 instead of float32 (``failforge.train.packing.float32_attention``)
+    ``failforge.train.dropout``, and where the plan is bf16, its packed rows attending in
+    bf16 instead of float32 (``failforge.train.packing.float32_attention``)
 
 For each configuration it prints the median seconds per step (the first step of
 each run is left out: it pays one-off costs), tokens per second, the share of real
@@ -69,9 +68,7 @@ from pathlib import Path
 from failforge.models.registry import resolve_weights
 from failforge.run.store import RunStore
 from failforge.train import TrainSettings, train_dpo, train_sft, version_from_gguf
-from failforge.train import (
-    batching, device, dropout, lm_head, lm_head_fold, lm_head_kept, lora_forward, packing, rms_norm,
-)
+from failforge.train import batching, device, dropout, lm_head, lm_head_fold, lm_head_kept, lora_forward, packing
 from failforge.train.callbacks import StepRecorder  # noqa: F401  (imports transformers before timing)
 from transformers import TrainerCallback
 
@@ -123,7 +120,6 @@ class Config:
     wide_tiles: bool = False  # TRL's 32,768-column LM-head tiles (failforge.train.lm_head_fold.narrow_cpu_tiles off)
     recomputed_tiles: bool = False  # the LM-head tiles projected again in the backward pass (lm_head_kept off)
     bf16_attention: bool = False  # bf16 rows attend in bf16 (failforge.train.packing.float32_attention off)
-    hf_norm: bool = False  # transformers' LlamaRMSNorm (failforge.train.rms_norm off)
     seconds: list[float] = field(default_factory=list)  # per-step seconds, all rounds
     tokens: int = 0
     real: int = 0
@@ -138,8 +134,7 @@ class Config:
     def plan_choice_off(self) -> bool:
         """One of the plan's layout and memory-pass choices is switched off."""
         return (self.all_positions or self.plain_attention or self.trl_folds or self.torch_dropout
-                or self.peft_forward or self.wide_tiles or self.recomputed_tiles or self.bf16_attention
-                or self.hf_norm)
+                or self.peft_forward or self.wide_tiles or self.recomputed_tiles or self.bf16_attention)
 
     @property
     def precision(self) -> str:
@@ -204,8 +199,7 @@ def run(cfg: Config, base, rows, work: Path, steps: int, params: float, probe: R
     fn = train_sft if cfg.kind == "sft" else train_dpo
     keep = (batching.make_padding_free, lm_head.labelled_positions_only, packing.use_segment_attention,
             lm_head_fold.in_place_folds, dropout.use_gap_dropout, lora_forward.use_fused_lora,
-            lm_head_fold.narrow_cpu_tiles, lm_head_kept.kept_cpu_tiles, packing.float32_attention,
-            rms_norm.use_fused_rms_norm)
+            lm_head_fold.narrow_cpu_tiles, lm_head_kept.kept_cpu_tiles, packing.float32_attention)
     if cfg.padded:
         batching.make_padding_free = lambda trainer: False
     if cfg.all_positions:
@@ -224,16 +218,13 @@ def run(cfg: Config, base, rows, work: Path, steps: int, params: float, probe: R
         lm_head_kept.kept_cpu_tiles = lambda: contextlib.nullcontext(False)
     if cfg.bf16_attention:
         packing.float32_attention = packing._segment_attention
-    if cfg.hf_norm:
-        rms_norm.use_fused_rms_norm = lambda model: 0
     try:
         with RefTimer() as ref:
             fn(base, rows, settings, out, store=store, name=name, quiet=True, callbacks=[probe])
     finally:
         (batching.make_padding_free, lm_head.labelled_positions_only, packing.use_segment_attention,
          lm_head_fold.in_place_folds, dropout.use_gap_dropout, lora_forward.use_fused_lora,
-         lm_head_fold.narrow_cpu_tiles, lm_head_kept.kept_cpu_tiles, packing.float32_attention,
-         rms_norm.use_fused_rms_norm) = keep
+         lm_head_fold.narrow_cpu_tiles, lm_head_kept.kept_cpu_tiles, packing.float32_attention) = keep
     steps_done = store.train_steps(name)
     store.close()
     timed = steps_done[1:] or steps_done  # the first step pays one-off costs
@@ -302,7 +293,6 @@ def configs(auto: dict[str, dict]) -> list[Config]:
         out.append(Config(kind, f"{label}, PEFT's LoRA forward", dict(plan), peft_forward=True))
         out.append(Config(kind, f"{label}, 32,768-column tiles", dict(plan), wide_tiles=True))
         out.append(Config(kind, f"{label}, tiles projected twice", dict(plan), recomputed_tiles=True))
-        out.append(Config(kind, f"{label}, transformers' norm", dict(plan), hf_norm=True))
         if plan["precision"] == "bf16":
             out.append(Config(kind, f"{label}, bf16 attention", dict(plan), bf16_attention=True))
     out.append(Config("sft", f"{sft['precision']}, torch dropout", dict(sft), torch_dropout=True))

@@ -64,8 +64,6 @@ def train_classifier(
                 set_seed,
             )
 
-            from failforge.train.rms_norm import use_fused_rms_norm
-
             plan = plan_device(settings, threads=run_threads(store, log=log.info))
             plan.apply()
             set_seed(settings.seed)  # the new head is drawn before Trainer seeds anything
@@ -81,7 +79,6 @@ def train_classifier(
             )
             # decoder-only classifiers read the last non-pad token, so the model must know the pad id
             model.config.pad_token_id = tokenizer.pad_token_id
-            use_fused_rms_norm(model)
             peft = lora_config(settings, "SEQ_CLS")
             if peft is not None:
                 from peft import get_peft_model

@@ -91,7 +91,6 @@ def train_dpo(
             from failforge.train.batching import TokenCount, group_dpo_by_length
             from failforge.train.lora_forward import use_fused_lora
             from failforge.train.packing import pack_padded_batches, restore_attention, use_segment_attention
-            from failforge.train.rms_norm import use_fused_rms_norm
 
             plan = plan_device(
                 settings, threads=threads or run_threads(store, log=log.info), checkpoint=checkpoint, sequences_per_row=2
@@ -103,7 +102,6 @@ def train_dpo(
             model, tokenizer = load_causal_lm(checkpoint, plan, settings)
             # padded pairs run packed, each row attending to itself (the reference pass too)
             packed = use_segment_attention(model) and pack_padded_batches(model)
-            use_fused_rms_norm(model)  # before DPOTrainer(): its reference pass runs there
             ref_model = None
             if separate_ref:
                 ref_model, _ = load_merged(ref.checkpoint, ref.adapter)
@@ -113,7 +111,6 @@ def train_dpo(
             # the untrained model once before the first step, so full fine-tuning needs no copy either
             if ref_model is not None:
                 ref_model.requires_grad_(False)
-                use_fused_rms_norm(ref_model)
             args = DPOConfig(
                 **trainer_args(settings, plan, step.trainer_dir, quiet),
                 beta=settings.beta,

@@ -76,14 +76,12 @@ def train_sft(
             from failforge.train.dropout import use_gap_dropout
             from failforge.train.lora_forward import use_fused_lora
             from failforge.train.packing import restore_attention, use_segment_attention
-            from failforge.train.rms_norm import use_fused_rms_norm
 
             plan = plan_device(settings, threads=threads or run_threads(store, log=log.info), checkpoint=checkpoint)
             plan.record(name, store, step.root)
             plan.apply()
             model, tokenizer = load_causal_lm(checkpoint, plan, settings)
             use_segment_attention(model)  # a padding-free batch attends within each row only
-            use_fused_rms_norm(model)
             args = SFTConfig(
                 **trainer_args(settings, plan, step.trainer_dir, quiet),
                 max_length=settings.max_length,
