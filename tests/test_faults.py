@@ -166,6 +166,14 @@ def _answers(run_dir) -> list[tuple[str, list[str]]]:
         store.close()
 
 
+def _calls_committed(run_dir) -> int:
+    store = RunStore(run_dir / "store.sqlite", readonly=True)
+    try:
+        return int(store.call_totals()["calls"])
+    finally:
+        store.close()
+
+
 @pytest.mark.slow
 def test_killed_run_resumes_without_asking_twice(fault_proxy, tmp_path):
     """`failforge run` through the proxy, SIGKILLed part-way, then `failforge resume`."""
@@ -192,17 +200,21 @@ def test_killed_run_resumes_without_asking_twice(fault_proxy, tmp_path):
     assert whole.wait(300) == 0, whole.stdout.read().decode()
     assert len(fault_proxy.forwarded_bodies) == n
 
-    # Every completion now waits 1.5 s at the proxy before it is forwarded. The client
-    # commits each answer before it sends the next request, so a kill while the proxy
-    # holds request 3 leaves answers 1-2 stored and request 3 never forwarded. The hold
-    # is long enough for the kill to land inside it on a loaded machine (with 0.4 s a
-    # late kill once let request 3 through, and the resumed run rightly asked it again).
+    # Every completion now waits 1.5 s at the proxy before it is forwarded. Answers are
+    # committed on a thread of their own, so request 3 can reach the proxy a moment
+    # before answer 2 is on disk: the kill waits for both, inside request 3's hold. It
+    # then leaves answers 1-2 stored and request 3 never forwarded. (Killed before answer
+    # 2's commit, the resumed run rightly asks request 2 again; with a 0.4 s hold a late
+    # kill once let request 3 through, and the resumed run rightly asked it again.)
     fault_proxy.reset(["slow"] * 100)
     fault_proxy.delay_s = 1.5
     killed = _failforge("run", str(config), "--run-dir", str(tmp_path / "killed"), env=env)
     deadline = time.monotonic() + 120
     while fault_proxy.posts_received < 3 and time.monotonic() < deadline and killed.poll() is None:
         time.sleep(0.02)
+    while _calls_committed(tmp_path / "killed") < 2 and time.monotonic() < deadline and killed.poll() is None:
+        time.sleep(0.02)
+    assert fault_proxy.posts_received == 3 and not fault_proxy.forwarded_bodies[2:]  # still inside the hold
     killed.send_signal(signal.SIGKILL)
     killed.wait(30)
     assert killed.returncode == -signal.SIGKILL
