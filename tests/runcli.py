@@ -1,5 +1,6 @@
 """Running the real `failforge` command in a subprocess, and checking a resume."""
 
+import sqlite3
 import subprocess
 import sys
 
@@ -11,6 +12,21 @@ def cli(*args, timeout: float = 1200) -> subprocess.CompletedProcess:
         [sys.executable, "-c", "from failforge.cli import main; main()", "-q", *args],
         capture_output=True, text=True, timeout=timeout,
     )
+
+
+def stored_calls(path) -> int:
+    """Answers committed to a run store so far, read from outside the run while it runs
+    (0 before the store or its calls table exists)."""
+    if not path.exists():
+        return 0
+    try:
+        con = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=1)
+        try:
+            return con.execute("SELECT COUNT(*) FROM calls").fetchone()[0]
+        finally:
+            con.close()
+    except sqlite3.Error:  # the table is not there yet
+        return 0
 
 
 def run_config(tmp_path, text: str) -> tuple:

@@ -6,27 +6,14 @@ from __future__ import annotations
 import os
 import re
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
 
 import pytest
+from runcli import stored_calls
 
 N = 8
-
-
-def _stored(path) -> int:
-    if not path.exists():
-        return 0
-    try:
-        con = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=1)
-        try:
-            return con.execute("SELECT COUNT(*) FROM calls").fetchone()[0]
-        finally:
-            con.close()
-    except sqlite3.Error:  # the table is not there yet
-        return 0
 
 
 def _failforge(*args: str) -> subprocess.Popen:
@@ -45,12 +32,12 @@ def test_killed_mid_batch_keeps_finished_answers_and_resumes_the_rest(tmp_path):
     store = run_dir / "store.sqlite"
     run = _failforge("run", str(cfg), "--run-dir", str(run_dir))
     deadline = time.monotonic() + 300
-    while _stored(store) < 2 and time.monotonic() < deadline and run.poll() is None:
+    while stored_calls(store) < 2 and time.monotonic() < deadline and run.poll() is None:
         time.sleep(0.02)
     run.send_signal(signal.SIGKILL)
     run.wait(30)
     assert run.returncode == -signal.SIGKILL, run.stdout.read()
-    kept = _stored(store)
+    kept = stored_calls(store)
     assert 2 <= kept < N, kept  # stored while the batch was still decoding
 
     resumed = _failforge("resume", str(run_dir))
@@ -58,4 +45,4 @@ def test_killed_mid_batch_keeps_finished_answers_and_resumes_the_rest(tmp_path):
     assert resumed.returncode == 0, out[-2000:]
     sent = int(re.search(r"sent_this_process: (\d+)", out).group(1))
     assert sent == N - kept  # only the missing ones were asked
-    assert _stored(store) == N
+    assert stored_calls(store) == N

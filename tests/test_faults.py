@@ -14,6 +14,7 @@ import time
 
 import pytest
 import yaml
+from runcli import stored_calls
 
 from failforge.errors import ModelUnavailable
 from failforge.models.base import SamplingParams
@@ -166,14 +167,6 @@ def _answers(run_dir) -> list[tuple[str, list[str]]]:
         store.close()
 
 
-def _calls_committed(run_dir) -> int:
-    store = RunStore(run_dir / "store.sqlite", readonly=True)
-    try:
-        return int(store.call_totals()["calls"])
-    finally:
-        store.close()
-
-
 @pytest.mark.slow
 def test_killed_run_resumes_without_asking_twice(fault_proxy, tmp_path):
     """`failforge run` through the proxy, SIGKILLed part-way, then `failforge resume`."""
@@ -212,7 +205,7 @@ def test_killed_run_resumes_without_asking_twice(fault_proxy, tmp_path):
     deadline = time.monotonic() + 120
     while fault_proxy.posts_received < 3 and time.monotonic() < deadline and killed.poll() is None:
         time.sleep(0.02)
-    while _calls_committed(tmp_path / "killed") < 2 and time.monotonic() < deadline and killed.poll() is None:
+    while stored_calls(tmp_path / "killed" / "store.sqlite") < 2 and time.monotonic() < deadline and killed.poll() is None:
         time.sleep(0.02)
     assert fault_proxy.posts_received == 3 and not fault_proxy.forwarded_bodies[2:]  # still inside the hold
     killed.send_signal(signal.SIGKILL)
